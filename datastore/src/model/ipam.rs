@@ -246,7 +246,7 @@ impl AllocationBlock {
                 return Err(invalid(&field(), format!("ordinal {ordinal} is also allocated")));
             }
         }
-        for (key, _) in &self.sequence_number_for_allocation {
+        for key in self.sequence_number_for_allocation.keys() {
             let ok = key.parse::<usize>().is_ok_and(|o| o < span);
             if !ok {
                 return Err(invalid(

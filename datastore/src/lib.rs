@@ -1,0 +1,11 @@
+//! tabby's shared state: the Calico v3 resource model, where it lives in etcd, and how to read,
+//! write and watch it safely.
+//!
+//! Everything that crosses a process boundary through etcd is defined here, so the CNI plugin,
+//! IPAM, the agent and `tabbyctl` agree on one shape of the data.
+
+pub mod client;
+pub mod keys;
+pub mod model;
+pub mod selector;
+pub mod watch;
