@@ -330,7 +330,8 @@ mod tests {
         assert_eq!(a.state, AffinityState::Confirmed);
         let a: BlockAffinity = serde_json::from_str(r#"{"state":""}"#).unwrap();
         assert_eq!(a.state, AffinityState::Confirmed);
-        let a: BlockAffinity = serde_json::from_str(r#"{"state":"pending","deleted":false}"#).unwrap();
+        let a: BlockAffinity =
+            serde_json::from_str(r#"{"state":"pending","deleted":false}"#).unwrap();
         assert_eq!(a.state, AffinityState::Pending);
         assert_eq!(serde_json::to_string(&a).unwrap(), r#"{"state":"pending","deleted":false}"#);
         assert!(serde_json::from_str::<BlockAffinity>(r#"{"state":"maybe"}"#).is_err());
