@@ -1,0 +1,42 @@
+//! Logging for one plugin run: to stderr and, when `log_file_path` is set, appended to that
+//! file. Never to stdout, which carries only the CNI result or error.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing::Level;
+use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+
+use crate::spec::LogLevel;
+
+/// Installs the global subscriber. Safe to call more than once (later calls are ignored),
+/// which keeps library callers and tests from tripping over each other.
+pub fn init(level: LogLevel, file: Option<&Path>) {
+    let max = match level {
+        LogLevel::Error => Level::ERROR,
+        LogLevel::Warn => Level::WARN,
+        LogLevel::Info => Level::INFO,
+        LogLevel::Debug => Level::DEBUG,
+        LogLevel::Trace => Level::TRACE,
+    };
+    let mut file_error = None;
+    let writer = match file.map(|p| OpenOptions::new().create(true).append(true).open(p)) {
+        Some(Ok(f)) => BoxMakeWriter::new(std::io::stderr.and(Arc::new(f))),
+        Some(Err(e)) => {
+            file_error = Some(e);
+            BoxMakeWriter::new(std::io::stderr)
+        }
+        None => BoxMakeWriter::new(std::io::stderr),
+    };
+    let installed = tracing_subscriber::fmt()
+        .with_max_level(max)
+        .with_ansi(false)
+        .with_target(false)
+        .with_writer(writer)
+        .try_init()
+        .is_ok();
+    if let (true, Some(e), Some(path)) = (installed, file_error, file) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot open log file; logging to stderr only");
+    }
+}
