@@ -17,6 +17,7 @@ mod node;
 mod policy;
 mod profile;
 mod rule;
+pub mod status;
 mod validate;
 
 pub use any::{parse_resource, AnyResource};
@@ -35,6 +36,7 @@ pub use rule::{
     Action, EntityRule, HttpMatch, HttpPath, IcmpFields, Port, Protocol, Rule, RuleMetadata,
     ServiceAccountMatch,
 };
+pub use status::*;
 pub use validate::{
     is_dns1123_label, is_dns1123_subdomain, is_valid_label_key, is_valid_label_value,
     parse_cidr_or_ip,
