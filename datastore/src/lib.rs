@@ -4,6 +4,7 @@
 //! Everything that crosses a process boundary through etcd is defined here, so the CNI plugin,
 //! IPAM, the agent and `tabbyctl` agree on one shape of the data.
 
+#![forbid(unsafe_code)]
 pub mod client;
 pub mod keys;
 pub mod model;

@@ -5,6 +5,7 @@
 //! message that says why, never skip. Everything a fixture creates is removed when it is
 //! dropped, including when the test panics.
 
+#![forbid(unsafe_code)]
 mod etcd;
 mod names;
 mod netns;
