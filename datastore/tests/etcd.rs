@@ -549,3 +549,48 @@ async fn health_reports_a_leader() {
     assert!(status.revision > 0);
     assert_eq!(client.member_status().await.unwrap().leader, status.leader);
 }
+
+#[tokio::test]
+async fn list_keys_pages_without_values_at_one_revision() {
+    let etcd = Etcd::start();
+    let client = connect(&etcd).await;
+    let p = "/keys/";
+    let total = 25_000;
+    // Values large enough that shipping them would show: 1 kB each.
+    let value = vec![b'x'; 1024];
+    for chunk in 0..total / 100 {
+        let ops = (0..100)
+            .map(|i| Op::Put {
+                key: format!("{p}{:06}", chunk * 100 + i),
+                value: value.clone(),
+                lease: None,
+            })
+            .collect();
+        assert!(client.txn(vec![], ops).await.unwrap().succeeded);
+    }
+    client.create("/keys0", "just past the prefix").await.unwrap();
+    let rewritten = format!("{p}{:06}", 7);
+    let rev = client.put(&rewritten, b"{}".to_vec(), None).await.unwrap();
+
+    let before = client.round_trips();
+    let listing = client.list_keys(p).await.unwrap();
+    let trips = client.round_trips() - before;
+    assert_eq!(listing.keys.len(), total);
+    assert!(trips >= 3, "25k keys must take several pages, took {trips} round trips");
+    assert!(trips <= 4, "keys-only pages are large; took {trips} round trips");
+    for (i, (key, _)) in listing.keys.iter().enumerate() {
+        assert_eq!(*key, format!("{p}{i:06}"));
+    }
+    // Mod revisions are the ones a CAS needs.
+    let (_, seven) = &listing.keys[7];
+    assert_eq!(*seven, rev);
+    let full = client.get(&format!("{p}{:06}", 8)).await.unwrap().unwrap();
+    assert_eq!(listing.keys[8].1, full.mod_revision);
+    assert_eq!(listing.revision, etcd.revision(), "the listing is pinned to one revision");
+
+    // An empty prefix lists nothing, in one round trip.
+    let before = client.round_trips();
+    let empty = client.list_keys("/keys-none/").await.unwrap();
+    assert!(empty.keys.is_empty());
+    assert_eq!(client.round_trips() - before, 1);
+}

@@ -8,6 +8,7 @@
 //! - [`admin`]: pool and IPAM config management for `ipamctl`.
 //! - [`lock`], [`nodename`]: host-wide lock file and node-name resolution for the CNI plugin.
 
+#![forbid(unsafe_code)]
 pub mod admin;
 pub mod allocator;
 pub mod block;

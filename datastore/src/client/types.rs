@@ -66,6 +66,16 @@ pub struct Listing {
     pub revision: i64,
 }
 
+/// The keys under a prefix with their mod revisions, without values, at one revision
+/// ([`super::Client::list_keys`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyListing {
+    /// `(key, mod revision)` in key order.
+    pub keys: Vec<(String, i64)>,
+    /// The store revision the listing reflects.
+    pub revision: i64,
+}
+
 /// One read of a [`super::Client::get_many`] batch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Read {

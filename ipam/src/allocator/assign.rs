@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use datastore::client::{Cmp, Kv, Op, Read};
+use datastore::client::{Cmp, Op, Read};
 use datastore::keys::{IpFamily, ParsedKey};
 use datastore::model::ipam::{AffinityState, IpamHandle};
 use ipnet::IpNet;
@@ -220,7 +220,6 @@ impl Allocator {
 
         let limit = snap.config.effective_max_blocks_per_host();
         let mut limit_hit = false;
-        let mut listed: Option<Vec<Kv>> = None;
         if out.len() < n && snap.config.auto_allocate_blocks {
             for aff in blockless {
                 if out.len() >= n {
@@ -246,6 +245,7 @@ impl Allocator {
                 skip,
                 self.opts.probe_batch,
                 self.opts.probe_batches_before_list,
+                self.opts.max_leaps,
             );
             while out.len() < n {
                 if owned >= limit {
@@ -262,12 +262,10 @@ impl Allocator {
                     attrs,
                 ));
             }
-            listed = prober.listed.take();
         }
 
         if out.len() < n && !snap.config.strict_affinity {
-            let got =
-                self.borrow(family, n - out.len(), pools, handle, attrs, plan, listed).await?;
+            let got = self.borrow(family, n - out.len(), pools, handle, attrs, plan).await?;
             out.extend(got);
         }
         if out.len() < n {
@@ -293,17 +291,13 @@ impl Allocator {
         handle: &str,
         attrs: &Attrs,
         plan: &mut Plan,
-        listed: Option<Vec<Kv>>,
     ) -> Result<Vec<IpAddr>> {
-        let kvs = if let Some(kvs) = listed {
-            kvs
-        } else {
-            self.client
-                .list(&self.keys.blocks_prefix(family))
-                .await
-                .map_err(|e| IpamError::store("list blocks to borrow from", e))?
-                .kvs
-        };
+        let kvs = self
+            .client
+            .list(&self.keys.blocks_prefix(family))
+            .await
+            .map_err(|e| IpamError::store("list blocks to borrow from", e))?
+            .kvs;
         let mut usable: Vec<(u64, StoredBlock)> = kvs
             .iter()
             .filter(|kv| match self.keys.parse(&kv.key) {

@@ -4,9 +4,13 @@
 //!
 //! Creating both at once (each guarded by "absent") means two hosts can never both believe
 //! they own a block, and a crash leaves either nothing or a pending affinity whose block is
-//! ours, which the next allocation confirms. When many batches in a row find only taken
-//! blocks, the prober lists the family's blocks once and walks the candidates against that
-//! list, so a crowded pool costs one listing instead of thousands of probes.
+//! ours, which the next allocation confirms.
+//!
+//! A crowded order costs a few round trips, not thousands of probes: after a few batches
+//! that find only taken blocks the prober leaps ahead in its order, doubling the leap each
+//! time, so a run of N taken candidates costs about log2(N / batch) probes; when the leaps
+//! run out (or the order does), it lists the keys (not the values) of the family's blocks
+//! once and walks every candidate it has not tried against that list.
 
 use std::collections::BTreeSet;
 
@@ -69,6 +73,9 @@ pub(super) async fn try_claim(
 pub(super) struct Prober<'a> {
     node: &'a str,
     family: IpFamily,
+    /// Every pool, in request order (list mode walks them again from the start).
+    all_pools: Vec<&'a Pool>,
+    /// Pools not walked yet, last one first.
     pools: Vec<&'a Pool>,
     current: Option<Candidates>,
     /// Blocks not to claim: this node's own, and those already tried.
@@ -76,10 +83,15 @@ pub(super) struct Prober<'a> {
     batch: usize,
     batches_before_list: usize,
     fruitless_batches: usize,
+    /// Leaps before listing (with 10, the last one jumps about 65,000 candidates).
+    max_leaps: u32,
+    /// Candidates to jump over before the next batch (0: walk the order one by one).
+    leap: usize,
+    leaps: u32,
+    /// A leap jumped over candidates that were never probed.
+    leapt: bool,
     /// After switching to list mode: every block of the family that exists.
     existing: Option<BTreeSet<IpNet>>,
-    /// The listing behind `existing`, kept (undecoded) for the borrow phase.
-    pub listed: Option<Vec<Kv>>,
 }
 
 impl<'a> Prober<'a> {
@@ -90,18 +102,23 @@ impl<'a> Prober<'a> {
         skip: BTreeSet<IpNet>,
         batch: usize,
         batches_before_list: usize,
+        max_leaps: u32,
     ) -> Self {
         Prober {
             node,
             family,
+            all_pools: pools.to_vec(),
             pools: pools.iter().rev().copied().collect(),
             current: None,
             skip,
             batch,
             batches_before_list,
             fruitless_batches: 0,
+            max_leaps,
+            leap: 0,
+            leaps: 0,
+            leapt: false,
             existing: None,
-            listed: None,
         }
     }
 
@@ -115,6 +132,11 @@ impl<'a> Prober<'a> {
         loop {
             let batch = self.next_batch();
             if batch.is_empty() {
+                if self.leapt && self.existing.is_none() {
+                    // The orders ran out while leaping: walk what was jumped over.
+                    self.switch_to_list(client, keys).await?;
+                    continue;
+                }
                 return Ok(None);
             }
             if self.existing.is_some() {
@@ -149,7 +171,12 @@ impl<'a> Prober<'a> {
             } else {
                 self.fruitless_batches += 1;
                 if self.fruitless_batches >= self.batches_before_list {
-                    self.switch_to_list(client, keys).await?;
+                    if self.leaps < self.max_leaps {
+                        self.leaps += 1;
+                        self.leap = 2 * self.leap.max(self.batch);
+                    } else {
+                        self.switch_to_list(client, keys).await?;
+                    }
                 }
             }
         }
@@ -174,31 +201,48 @@ impl<'a> Prober<'a> {
     }
 
     async fn switch_to_list(&mut self, client: &Client, keys: &KeyLayout) -> Result<()> {
+        // Only the keys matter here: whether a block exists, not what it holds.
         let listing = client
-            .list(&keys.blocks_prefix(self.family))
+            .list_keys(&keys.blocks_prefix(self.family))
             .await
-            .map_err(|e| IpamError::store("list blocks", e))?;
-        // Only the keys matter here; decoding thousands of blocks would cost more than the read.
+            .map_err(|e| IpamError::store("list block keys", e))?;
         let existing: BTreeSet<IpNet> = listing
-            .kvs
+            .keys
             .iter()
-            .filter_map(|kv| match keys.parse(&kv.key) {
+            .filter_map(|(key, _)| match keys.parse(key) {
                 Some(ParsedKey::Block { cidr }) => Some(cidr),
                 _ => None,
             })
             .collect();
         tracing::debug!(
             blocks = existing.len(),
-            "candidate probing crowded; walking against a listing"
+            leaps = self.leaps,
+            "candidate probing crowded; walking against a listing of block keys"
         );
         self.existing = Some(existing);
-        self.listed = Some(listing.kvs);
+        self.leap = 0;
+        if self.leapt {
+            // Candidates jumped over were never probed: walk every order from the start
+            // (those tried are in `skip`).
+            self.pools = self.all_pools.iter().rev().copied().collect();
+            self.current = None;
+        }
         Ok(())
     }
 
     /// Up to `batch` untried candidates, moving on to the next pool when one runs out.
     fn next_batch(&mut self) -> Vec<IpNet> {
         let mut out = Vec::with_capacity(self.batch);
+        if self.leap > 0 && self.existing.is_none() {
+            if let Some(cands) = self.current.as_mut() {
+                self.leapt = true;
+                // A leap stays inside the current pool's order; running past its end moves
+                // on to the next pool.
+                if cands.nth(self.leap - 1).is_none() {
+                    self.current = None;
+                }
+            }
+        }
         while out.len() < self.batch {
             if self.current.is_none() {
                 let Some(pool) = self.pools.pop() else { break };

@@ -59,9 +59,16 @@ pub struct AllocatorOptions {
     pub max_attempts: u32,
     /// Candidate blocks probed per `get_many` when looking for a free block.
     pub probe_batch: usize,
-    /// Probe batches that find only taken blocks before the allocator lists the family's
-    /// blocks once and walks its candidates against that list instead.
+    /// Probe batches in a row that find only taken blocks before the allocator stops walking
+    /// its order one batch after another (it leaps ahead, then lists the block keys).
+    ///
+    /// A batch of 64 random candidates is all taken with probability f^64 for a pool filled
+    /// to the fraction f (0.1 % at 90 % full), so two fruitless batches in a row mean the
+    /// pool is crowded along this host's own order, where walking on wastes round trips.
     pub probe_batches_before_list: usize,
+    /// After that many fruitless batches: leaps ahead in the order (doubling, from twice a
+    /// batch) before the allocator gives up probing and lists the block keys. 0 lists at once.
+    pub max_leaps: u32,
 }
 
 impl Default for AllocatorOptions {
@@ -72,7 +79,8 @@ impl Default for AllocatorOptions {
             timeout: Duration::from_secs(10),
             max_attempts: 100,
             probe_batch: 64,
-            probe_batches_before_list: 8,
+            probe_batches_before_list: 2,
+            max_leaps: 10,
         }
     }
 }
