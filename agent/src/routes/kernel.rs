@@ -1,0 +1,269 @@
+//! The kernel side of routes: read the main table and apply [`RouteOp`]s over rtnetlink, in
+//! the network namespace the process runs in.
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use futures::TryStreamExt;
+use ipnet::IpNet;
+use rtnetlink::packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::RouteMessageBuilder;
+
+use super::{DesiredRoute, KernelRoute, KernelRouteKind, RouteOp, RouteTarget, ROUTE_PROTOCOL};
+
+/// A failed route read or write.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("cannot open a netlink route socket: {0}")]
+    Open(#[source] std::io::Error),
+    #[error("netlink {op} failed: {reason}")]
+    Netlink {
+        op: String,
+        /// The kernel's errno, when it sent one.
+        errno: Option<i32>,
+        reason: String,
+    },
+}
+
+impl RouteError {
+    /// Transient failures (socket trouble, busy kernel) may pass on retry; a refused route
+    /// (unreachable gateway, invalid message) fails the same way until something changes.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RouteError::Open(_) | RouteError::Netlink { errno: None, .. } => true,
+            RouteError::Netlink { errno: Some(e), .. } => matches!(
+                *e,
+                libc::EBUSY
+                    | libc::EAGAIN
+                    | libc::ENOBUFS
+                    | libc::EINTR
+                    | libc::ENOMEM
+                    | libc::ETIMEDOUT
+            ),
+        }
+    }
+
+    fn from_rtnetlink(op: String, err: &rtnetlink::Error) -> Self {
+        let errno = match err {
+            rtnetlink::Error::NetlinkError(msg) => Some(msg.raw_code().abs()).filter(|e| *e != 0),
+            _ => None,
+        };
+        let reason = match errno {
+            Some(e) => std::io::Error::from_raw_os_error(e).to_string(),
+            None => err.to_string(),
+        };
+        RouteError::Netlink { op, errno, reason }
+    }
+}
+
+/// Reads and writes the main routing table. The reconcile loop is written against this, so
+/// its tests can use a table in memory.
+pub trait RouteTable: Send {
+    /// Every route of the main table, both families.
+    fn dump(&mut self) -> impl Future<Output = Result<Vec<KernelRoute>, RouteError>> + Send;
+    /// Applies one change.
+    fn apply(&mut self, op: &RouteOp) -> impl Future<Output = Result<(), RouteError>> + Send;
+}
+
+/// The main table of this process's network namespace, over an rtnetlink socket.
+#[derive(Debug)]
+pub struct NetlinkRoutes {
+    handle: rtnetlink::Handle,
+    connection: tokio::task::JoinHandle<()>,
+}
+
+impl NetlinkRoutes {
+    /// Opens the socket (in the caller's network namespace) and starts its connection task.
+    pub fn new() -> Result<Self, RouteError> {
+        let (connection, handle, _) = rtnetlink::new_connection().map_err(RouteError::Open)?;
+        Ok(NetlinkRoutes { handle, connection: tokio::spawn(connection) })
+    }
+
+    async fn dump_family(&self, family: AddressFamily) -> Result<Vec<KernelRoute>, RouteError> {
+        let query = match family {
+            AddressFamily::Inet6 => RouteMessageBuilder::<Ipv6Addr>::new().build(),
+            _ => RouteMessageBuilder::<Ipv4Addr>::new().build(),
+        };
+        let messages: Vec<RouteMessage> = self
+            .handle
+            .route()
+            .get(query)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| RouteError::from_rtnetlink(format!("dump {family:?} routes"), &e))?;
+        Ok(messages.iter().filter_map(kernel_route).collect())
+    }
+}
+
+impl Drop for NetlinkRoutes {
+    fn drop(&mut self) {
+        self.connection.abort();
+    }
+}
+
+impl RouteTable for NetlinkRoutes {
+    async fn dump(&mut self) -> Result<Vec<KernelRoute>, RouteError> {
+        let mut routes = self.dump_family(AddressFamily::Inet).await?;
+        match self.dump_family(AddressFamily::Inet6).await {
+            Ok(v6) => routes.extend(v6),
+            // IPv6 disabled in this kernel or namespace: there are no IPv6 routes to manage.
+            Err(RouteError::Netlink { errno: Some(libc::EAFNOSUPPORT), .. }) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(routes)
+    }
+
+    async fn apply(&mut self, op: &RouteOp) -> Result<(), RouteError> {
+        let result = match op {
+            RouteOp::Add(route) => {
+                self.handle.route().add(new_route_message(route)?).execute().await
+            }
+            RouteOp::Replace { new, .. } => {
+                self.handle.route().add(new_route_message(new)?).replace().execute().await
+            }
+            RouteOp::Delete(route) => {
+                self.handle.route().del(delete_message(route)).execute().await
+            }
+        };
+        result.map_err(|e| RouteError::from_rtnetlink(op.to_string(), &e))
+    }
+}
+
+/// The message that adds (or replaces) `route`: main table, default metric, protocol 112.
+fn new_route_message(route: &DesiredRoute) -> Result<RouteMessage, RouteError> {
+    let invalid = |e: &dyn std::fmt::Display| RouteError::Netlink {
+        op: format!("build {route}"),
+        errno: Some(libc::EINVAL),
+        reason: e.to_string(),
+    };
+    let builder = RouteMessageBuilder::<IpAddr>::new()
+        .destination_prefix(route.dst.addr(), route.dst.prefix_len())
+        .map_err(|e| invalid(&e))?
+        .protocol(RouteProtocol::from(ROUTE_PROTOCOL));
+    let builder = match route.target {
+        RouteTarget::Blackhole => builder.kind(RouteType::BlackHole),
+        RouteTarget::Via(gw) => builder.gateway(gw).map_err(|e| invalid(&e))?,
+    };
+    Ok(builder.build())
+}
+
+/// The message that deletes exactly `route`: its protocol is part of the match, so the
+/// kernel itself refuses to remove a route that is not tabby's.
+fn delete_message(route: &KernelRoute) -> RouteMessage {
+    let mut msg = RouteMessage::default();
+    msg.header.address_family = match route.dst {
+        IpNet::V4(_) => AddressFamily::Inet,
+        IpNet::V6(_) => AddressFamily::Inet6,
+    };
+    msg.header.destination_prefix_length = route.dst.prefix_len();
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::from(route.protocol);
+    // "Any scope", as `ip route del` asks.
+    msg.header.scope = RouteScope::NoWhere;
+    msg.header.kind = match route.kind {
+        KernelRouteKind::Blackhole => RouteType::BlackHole,
+        KernelRouteKind::Unicast | KernelRouteKind::Other => RouteType::Unicast,
+    };
+    msg.attributes.push(RouteAttribute::Destination(route.dst.addr().into()));
+    if let Some(gw) = route.gateway {
+        msg.attributes.push(RouteAttribute::Gateway(gw.into()));
+    }
+    if route.metric != 0 {
+        msg.attributes.push(RouteAttribute::Priority(route.metric));
+    }
+    msg
+}
+
+/// A dumped route of the main table, or `None` for other tables and unparsable entries.
+fn kernel_route(msg: &RouteMessage) -> Option<KernelRoute> {
+    let table = msg
+        .attributes
+        .iter()
+        .find_map(|a| match a {
+            RouteAttribute::Table(t) => Some(*t),
+            _ => None,
+        })
+        .unwrap_or(u32::from(msg.header.table));
+    if table != u32::from(RouteHeader::RT_TABLE_MAIN) {
+        return None;
+    }
+    let len = msg.header.destination_prefix_length;
+    let mut dst_addr = None;
+    let mut gateway = None;
+    let mut oif = None;
+    let mut metric = 0;
+    for attr in &msg.attributes {
+        match attr {
+            RouteAttribute::Destination(addr) => dst_addr = ip_of(addr),
+            RouteAttribute::Gateway(addr) => gateway = ip_of(addr),
+            RouteAttribute::Oif(index) => oif = Some(*index),
+            RouteAttribute::Priority(p) => metric = *p,
+            _ => {}
+        }
+    }
+    let dst_addr = match (dst_addr, msg.header.address_family) {
+        (Some(addr), _) => addr,
+        (None, AddressFamily::Inet) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        (None, AddressFamily::Inet6) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+        (None, _) => return None,
+    };
+    let dst = IpNet::new(dst_addr, len).ok()?;
+    let kind = match msg.header.kind {
+        RouteType::Unicast => KernelRouteKind::Unicast,
+        RouteType::BlackHole => KernelRouteKind::Blackhole,
+        _ => KernelRouteKind::Other,
+    };
+    Some(KernelRoute { dst, protocol: u8::from(msg.header.protocol), kind, gateway, oif, metric })
+}
+
+fn ip_of(addr: &RouteAddress) -> Option<IpAddr> {
+    match addr {
+        RouteAddress::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteAddress::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn messages_carry_our_protocol() {
+        let add = new_route_message(&"10.65.0.0/26 via 192.0.2.2".parse().unwrap()).unwrap();
+        assert_eq!(u8::from(add.header.protocol), ROUTE_PROTOCOL);
+        assert_eq!(add.header.table, RouteHeader::RT_TABLE_MAIN);
+        let parsed = kernel_route(&add).unwrap();
+        assert_eq!(parsed.as_desired().unwrap().to_string(), "10.65.0.0/26 via 192.0.2.2");
+
+        let mut hole = new_route_message(&"blackhole fd00::/122".parse().unwrap()).unwrap();
+        // As the kernel reports it: IPv6 routes added without a metric get 1024.
+        hole.attributes.push(RouteAttribute::Priority(1024));
+        let parsed = kernel_route(&hole).unwrap();
+        assert!(parsed.is_ours());
+        assert_eq!(parsed.as_desired().unwrap().to_string(), "blackhole fd00::/122");
+
+        let del = delete_message(&parsed);
+        assert_eq!(u8::from(del.header.protocol), ROUTE_PROTOCOL);
+        assert_eq!(del.header.kind, RouteType::BlackHole);
+        assert!(del.attributes.contains(&RouteAttribute::Priority(1024)));
+    }
+
+    #[test]
+    fn errno_decides_retry() {
+        let err = |errno| RouteError::Netlink {
+            op: "x".into(),
+            errno: Some(errno),
+            reason: String::new(),
+        };
+        assert!(err(libc::EBUSY).is_retryable());
+        assert!(!err(libc::ENETUNREACH).is_retryable());
+        assert!(!err(libc::EEXIST).is_retryable());
+    }
+}

@@ -1,0 +1,140 @@
+//! The route applier against a real kernel, in a private network namespace: what it reads
+//! back is what it wrote, and it never changes a route that is not tabby's.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::BTreeSet;
+use std::os::fd::AsFd;
+
+use agent::routes::{self, DesiredRoute, NetlinkRoutes, RouteTable};
+use testkit::Netns;
+
+/// Runs `f` on a thread inside `ns` with its own runtime: netlink sockets belong to the
+/// namespace of the thread that opens them, and the test's own threads stay where they are.
+fn in_netns<T: Send + 'static>(
+    ns: &Netns,
+    f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
+) -> T {
+    let path = ns.path();
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap();
+        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(f())
+    })
+    .join()
+    .expect("netns thread panicked")
+}
+
+/// `ip route show` lines of the namespace's main table (both families).
+fn show(ns: &Netns) -> String {
+    let v4 = ns.ip_ok(["route", "show"]);
+    let v6 = ns.ip_ok(["-6", "route", "show"]);
+    format!("{v4}{v6}")
+}
+
+fn desired(routes: &[&str]) -> BTreeSet<DesiredRoute> {
+    routes.iter().map(|r| r.parse().unwrap()).collect()
+}
+
+/// Plans, applies and re-reads `want` in `ns`; returns the operations applied and the diff
+/// after them.
+fn sync(ns: &Netns, want: BTreeSet<DesiredRoute>) -> (Vec<String>, Vec<String>) {
+    in_netns(ns, move || {
+        Box::pin(async move {
+            let mut table = NetlinkRoutes::new().unwrap();
+            let observed = table.dump().await.unwrap();
+            let ops = routes::diff(&want, &observed);
+            for op in &ops {
+                table.apply(op).await.unwrap_or_else(|e| panic!("{op}: {e}"));
+            }
+            let after = routes::diff(&want, &table.dump().await.unwrap());
+            (
+                ops.iter().map(ToString::to_string).collect(),
+                after.iter().map(ToString::to_string).collect(),
+            )
+        })
+    })
+}
+
+#[test]
+fn applier_programs_ours_and_never_touches_foreign_routes() {
+    testkit::require_root();
+    let ns = Netns::new("routes");
+    // A veth pair inside the namespace stands in for the uplink (no dummy module here).
+    ns.ip_ok(["link", "add", "dummy0", "type", "veth", "peer", "name", "dummy1"]);
+    ns.ip_ok(["link", "set", "dummy1", "up"]);
+    ns.ip_ok(["link", "set", "dummy0", "up"]);
+    ns.ip_ok(["addr", "add", "192.0.2.1/24", "dev", "dummy0"]);
+    ns.ip_ok(["-6", "addr", "add", "fd01::1/64", "dev", "dummy0", "nodad"]);
+    // Someone else's routes, one of them on a destination tabby wants.
+    ns.ip_ok(["route", "add", "10.65.0.0/26", "via", "192.0.2.5", "proto", "static"]);
+    ns.ip_ok(["route", "add", "blackhole", "10.77.0.0/24", "proto", "static"]);
+    // The CNI plugin's device route: tabby's protocol, but not the agent's to manage.
+    ns.ip_ok(["route", "add", "10.65.3.7/32", "dev", "dummy0", "scope", "link", "proto", "112"]);
+
+    let want = desired(&[
+        "blackhole 10.65.1.0/26",
+        "10.65.2.0/26 via 192.0.2.3",
+        "10.65.0.0/26 via 192.0.2.4",
+        "blackhole fd00:65::/122",
+        "fd00:65::40/122 via fd01::2",
+    ]);
+    let (ops, after) = sync(&ns, want);
+    assert_eq!(ops.len(), 4, "{ops:?}");
+    assert!(after.is_empty(), "not converged: {after:?}");
+    let table = show(&ns);
+    for line in [
+        "blackhole 10.65.1.0/26 proto 112",
+        "10.65.2.0/26 via 192.0.2.3 dev dummy0 proto 112",
+        "blackhole fd00:65::/122 dev lo proto 112",
+        "fd00:65::40/122 via fd01::2 dev dummy0 proto 112",
+        // The foreign route on a wanted destination is left as it was.
+        "10.65.0.0/26 via 192.0.2.5 dev dummy0 proto static",
+    ] {
+        assert!(table.contains(line), "missing {line:?} in:\n{table}");
+    }
+    assert!(!table.contains("192.0.2.4"), "a foreign route was replaced:\n{table}");
+
+    // A block moves: the route is replaced in place.
+    let moved = desired(&[
+        "blackhole 10.65.1.0/26",
+        "10.65.2.0/26 via 192.0.2.9",
+        "blackhole fd00:65::/122",
+        "fd00:65::40/122 via fd01::2",
+    ]);
+    let (ops, _) = sync(&ns, moved);
+    assert_eq!(ops.len(), 1, "{ops:?}");
+    assert!(ops[0].starts_with("replace 10.65.2.0/26 via 192.0.2.9"), "{ops:?}");
+
+    // Nothing wanted: every route of ours goes, nothing else does.
+    let (ops, after) = sync(&ns, BTreeSet::new());
+    assert_eq!(ops.len(), 4, "{ops:?}");
+    assert!(after.is_empty());
+    let table = show(&ns);
+    assert!(!table.contains("blackhole 10.65.1.0/26"), "{table}");
+    assert!(!table.contains("fd00:65::"), "{table}");
+    for line in [
+        "10.65.0.0/26 via 192.0.2.5 dev dummy0 proto static",
+        "blackhole 10.77.0.0/24 proto static",
+        "10.65.3.7 dev dummy0 proto 112 scope link",
+        "192.0.2.0/24 dev dummy0 proto kernel",
+    ] {
+        assert!(table.contains(line), "foreign route {line:?} was touched:\n{table}");
+    }
+}
+
+#[test]
+fn unreachable_gateway_is_a_permanent_error() {
+    testkit::require_root();
+    let ns = Netns::new("rtfail");
+    let err = in_netns(&ns, || {
+        Box::pin(async {
+            let mut table = NetlinkRoutes::new().unwrap();
+            let op = routes::RouteOp::Add("10.65.2.0/26 via 198.51.100.1".parse().unwrap());
+            table.apply(&op).await.unwrap_err()
+        })
+    });
+    assert!(!err.is_retryable(), "{err}");
+    assert!(err.to_string().contains("10.65.2.0/26"), "{err}");
+}
