@@ -6,7 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use tracing::Level;
+use tracing_subscriber::filter::Targets;
 use tracing_subscriber::fmt::writer::{BoxMakeWriter, MakeWriterExt};
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::Layer;
 
 use crate::spec::LogLevel;
 
@@ -29,13 +33,21 @@ pub fn init(level: LogLevel, file: Option<&Path>) {
         }
         None => BoxMakeWriter::new(std::io::stderr),
     };
-    let installed = tracing_subscriber::fmt()
-        .with_max_level(max)
+    // tabby's own crates at the chosen level; the gRPC and HTTP/2 stack underneath only
+    // when it warns, or a debug log would be mostly frames.
+    let filter = Targets::new()
+        .with_target("cni_plugin", max)
+        .with_target("tabby", max)
+        .with_target("tabby_ipam", max)
+        .with_target("ipam", max)
+        .with_target("datastore", max)
+        .with_default(Level::WARN.min(max));
+    let layer = tracing_subscriber::fmt::layer()
         .with_ansi(false)
         .with_target(false)
         .with_writer(writer)
-        .try_init()
-        .is_ok();
+        .with_filter(filter);
+    let installed = tracing_subscriber::registry().with(layer).try_init().is_ok();
     if let (true, Some(e), Some(path)) = (installed, file_error, file) {
         tracing::warn!(path = %path.display(), error = %e, "cannot open log file; logging to stderr only");
     }

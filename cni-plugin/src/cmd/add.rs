@@ -1,54 +1,165 @@
-//! ADD: addresses from IPAM, then the veth pair, addresses and routes; undo everything on
+//! ADD: the veth pair and the addresses (made at the same time), then the pair's addresses
+//! and routes and the workload endpoint (written at the same time); undo everything on
 //! failure.
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Instant;
+
+use ipnet::IpNet;
 
 use crate::dataplane::{
     self, format_mac, host_veth_name, Attached, Netns, WorkloadLink, GATEWAY_V4, GATEWAY_V6,
     HOST_MAC,
 };
-use crate::ipam::{Ipam, IpamRequest};
-use crate::spec::{CniResult, Error, Interface, Invocation, IpConfig, Route};
+use crate::ipam::{Backend, IpamRequest};
+use crate::spec::{CniResult, Error, Interface, Invocation, IpConfig, Route, DEFAULT_MTU};
+use crate::store::endpoint::{self, EndpointPlan, Prefetched};
+use crate::store::Session;
 
 /// Attaches the container and returns the result (merged after any prevResult).
-pub async fn add(inv: &Invocation<PathBuf>, ipam: &mut impl Ipam) -> Result<CniResult, Error> {
+///
+/// The kernel and etcd work overlap: the veth pair is created on a blocking thread while
+/// IPAM assigns the addresses, and the pair is configured while the endpoint is written.
+pub async fn add(
+    inv: &Invocation<PathBuf>,
+    backend: &Backend,
+    session: Option<&Session>,
+) -> Result<CniResult, Error> {
+    let started = Instant::now();
+    // Everything that can be refused for its input is refused before anything is made.
+    let plan = session
+        .map(|s| EndpointPlan::new(s, &inv.conf, &inv.container_id, &inv.ifname))
+        .transpose()?;
     // Opening the namespace first means a vanished container fails before any address is
     // taken, with nothing to undo.
     let container = Netns::open(&inv.netns)?;
-    let host = Netns::current();
     let req = IpamRequest::of(inv);
-    let assigned = match ipam.add(&req).await {
-        Ok(r) => r,
-        Err(e) => {
-            // The spec asks for a DEL on a delegate whose ADD failed: it may have kept
-            // half an allocation.
-            release(ipam, &req, "failed IPAM ADD").await;
+    let host_ifname = host_veth_name(inv.container_id.as_str(), inv.ifname.as_str());
+
+    // The MTU may still change once the pool is known; changing it later costs two netlink
+    // requests, waiting for it would cost the overlap.
+    let first_mtu = inv.conf.mtu.unwrap_or(DEFAULT_MTU);
+    let pair = {
+        let (host_ifname, container_ifname) = (host_ifname.clone(), inv.ifname.to_string());
+        tokio::task::spawn_blocking(move || {
+            let made = dataplane::create(
+                &Netns::current(),
+                &container,
+                &host_ifname,
+                &container_ifname,
+                first_mtu,
+            );
+            tracing::debug!(elapsed = ?started.elapsed(), "veth pair created");
+            (container, made)
+        })
+    };
+    // The pools (for the MTU) and the profile's existence are read while IPAM works.
+    let prefetch = async {
+        let (Some(s), Some(plan)) = (session, plan.as_ref()) else {
+            return Prefetched::default();
+        };
+        match s.bounded("read pools", endpoint::prefetch(s, Some(&plan.profile_key))).await {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::debug!(error = %e, "prefetch failed; defaults apply");
+                Prefetched::default()
+            }
+        }
+    };
+    let (pair, (assigned, facts)) =
+        tokio::join!(pair, async { tokio::join!(backend.add(&req), prefetch) });
+    let (container, made) = pair.map_err(|e| Error::internal("create veth: worker failed", e))?;
+    // A delegate may keep half an allocation (the spec asks for a DEL); an in-process
+    // assignment that timed out after connecting may have been written.
+    let may_hold = |e: &Error| {
+        matches!(backend, Backend::Delegate(_)) || (e.is_retryable() && connected(session))
+    };
+    let (made, assigned) = match (made, assigned) {
+        (Ok(made), Ok(assigned)) => (made, assigned),
+        (Ok(pair), Err(e)) => {
+            remove(pair);
+            if may_hold(&e) {
+                release(backend, &req, "failed IPAM ADD").await;
+            }
             return Err(e);
+        }
+        (Err(e), assigned) => {
+            if assigned.as_ref().map_or_else(may_hold, |_| true) {
+                release(backend, &req, "failed veth creation").await;
+            }
+            return Err(e.into());
         }
     };
     let addresses: Vec<IpAddr> = assigned.ips.iter().map(|ip| ip.address.addr()).collect();
-    tracing::debug!(?addresses, "IPAM assigned");
+    tracing::debug!(?addresses, elapsed = ?started.elapsed(), "IPAM assigned, veth created");
     if addresses.is_empty() {
-        release(ipam, &req, "empty IPAM result").await;
+        remove(made);
+        release(backend, &req, "empty IPAM result").await;
         return Err(Error::Internal { what: "IPAM returned no addresses".into(), source: None });
     }
+    let mtu = inv.conf.mtu.or_else(|| facts.mtu_for(&addresses)).unwrap_or(DEFAULT_MTU);
     let link = WorkloadLink {
-        host_ifname: host_veth_name(inv.container_id.as_str(), inv.ifname.as_str()),
+        host_ifname: host_ifname.clone(),
         container_ifname: inv.ifname.to_string(),
-        mtu: inv.conf.mtu(),
+        mtu,
         addresses,
     };
-    let attached = match dataplane::setup(&host, &container, &link) {
-        Ok(a) => a,
+    let nets: Vec<IpNet> = link.addresses.iter().map(|ip| IpNet::from(*ip)).collect();
+    let record = plan.as_ref().map(|p| p.record(&nets, &host_ifname, made.container_mac()));
+
+    let configured = {
+        let addresses = link.addresses.clone();
+        tokio::task::spawn_blocking(move || {
+            let done = made.configure(&Netns::current(), &container, &addresses, mtu);
+            tracing::debug!(elapsed = ?started.elapsed(), "veth configured");
+            done
+        })
+    };
+    let written = async {
+        let (Some(s), Some(plan), Some(record)) = (session, plan.as_ref(), record.as_ref()) else {
+            return Ok(());
+        };
+        s.bounded("write workload endpoint", async {
+            endpoint::write(s.client().await?, plan, record, facts.profile_exists).await
+        })
+        .await
+        .map(|_| tracing::debug!(elapsed = ?started.elapsed(), "endpoint written"))
+    };
+    let (configured, written) = tokio::join!(configured, written);
+    let configured = match configured {
+        Ok(done) => done.map_err(Error::from),
+        Err(e) => Err(Error::internal(format!("configure {host_ifname}: worker failed"), e)),
+    };
+    // configure() removes the pair itself when it fails; after it succeeded, it is ours to
+    // remove if the endpoint write failed.
+    let veth_made = configured.is_ok();
+    let attached = match configured.and_then(|attached| written.map(|()| attached)) {
+        Ok(attached) => attached,
         Err(e) => {
-            release(ipam, &req, "failed veth setup").await;
-            return Err(e.into());
+            if veth_made {
+                teardown(&host_ifname);
+            }
+            if let (Some(s), Some(plan)) = (session, plan.as_ref()) {
+                // The write may have landed before it failed (a timeout), or landed while
+                // the veth failed: remove it either way.
+                let deleted = s
+                    .bounded_cleanup("remove workload endpoint", async {
+                        endpoint::delete(s.client().await?, &plan.key, None).await
+                    })
+                    .await;
+                if let Err(undo) = deleted {
+                    tracing::warn!(key = %plan.key, error = %undo, "rollback: cannot delete workload endpoint");
+                }
+            }
+            release(backend, &req, "failed ADD").await;
+            return Err(e);
         }
     };
     tracing::info!(
         container = %inv.container_id, ifname = %inv.ifname, host_ifname = %attached.host_ifname,
-        addresses = ?link.addresses, "attached"
+        addresses = ?link.addresses, mtu = link.mtu, elapsed = ?started.elapsed(),
+        etcd_round_trips = session.map_or(0, Session::round_trips), "attached"
     );
     let own = result_for(inv, &link, &attached, assigned);
     Ok(match inv.conf.prev_result.clone() {
@@ -57,10 +168,29 @@ pub async fn add(inv: &Invocation<PathBuf>, ipam: &mut impl Ipam) -> Result<CniR
     })
 }
 
+/// Best-effort removal of a pair made for an ADD that failed.
+fn remove(pair: dataplane::Created) {
+    let name = pair.host_ifname().to_owned();
+    if let Err(e) = pair.remove() {
+        tracing::warn!(ifname = %name, error = %e, "rollback: cannot delete veth");
+    }
+}
+
+fn connected(session: Option<&Session>) -> bool {
+    session.is_some_and(|s| s.round_trips() > 0)
+}
+
 /// Best-effort IPAM release during rollback; the original error is what the runtime hears.
-async fn release(ipam: &mut impl Ipam, req: &IpamRequest<'_>, why: &str) {
-    if let Err(e) = ipam.del(req).await {
+async fn release(backend: &Backend, req: &IpamRequest<'_>, why: &str) {
+    if let Err(e) = backend.del(req).await {
         tracing::warn!(error = %e, "rollback after {why}: IPAM release failed");
+    }
+}
+
+/// Best-effort veth removal during rollback.
+fn teardown(host_ifname: &str) {
+    if let Err(e) = dataplane::teardown(&Netns::current(), host_ifname) {
+        tracing::warn!(ifname = host_ifname, error = %e, "rollback: cannot delete veth");
     }
 }
 
@@ -83,23 +213,19 @@ fn result_for(
         .addresses
         .iter()
         .map(|ip| IpConfig {
-            address: ipnet::IpNet::from(*ip),
+            address: IpNet::from(*ip),
             gateway: Some(gateway(ip)),
             interface: Some(1),
         })
         .collect();
     let mut routes = Vec::new();
     if link.addresses.iter().any(IpAddr::is_ipv4) {
-        routes.push(Route {
-            dst: ipnet::IpNet::V4(ipnet::Ipv4Net::default()),
-            gw: Some(GATEWAY_V4.into()),
-        });
+        routes
+            .push(Route { dst: IpNet::V4(ipnet::Ipv4Net::default()), gw: Some(GATEWAY_V4.into()) });
     }
     if link.addresses.iter().any(IpAddr::is_ipv6) {
-        routes.push(Route {
-            dst: ipnet::IpNet::V6(ipnet::Ipv6Net::default()),
-            gw: Some(GATEWAY_V6.into()),
-        });
+        routes
+            .push(Route { dst: IpNet::V6(ipnet::Ipv6Net::default()), gw: Some(GATEWAY_V6.into()) });
     }
     CniResult {
         interfaces: vec![

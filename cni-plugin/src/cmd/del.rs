@@ -1,35 +1,74 @@
 //! DEL: best-effort and idempotent. Removes the host veth (and with it the container end
-//! and the host routes), then releases the addresses. Works without `CNI_NETNS`.
+//! and the host routes), releases the addresses and deletes the workload endpoint, all three
+//! at once; whatever is already gone counts as done. Works without `CNI_NETNS`.
 
 use std::path::PathBuf;
+use std::time::Instant;
 
 use crate::dataplane::{self, host_veth_name, Netns};
-use crate::ipam::{Ipam, IpamRequest};
+use crate::ipam::{Backend, IpamRequest};
 use crate::spec::{Error, Invocation};
+use crate::store::endpoint::{self, EndpointPlan};
+use crate::store::Session;
 
-/// Detaches the container. `ipam` is `Ok(None)` when the config has no IPAM section, and an
-/// error when its plugin cannot be found: the veth is removed either way and the IPAM error
-/// is reported afterwards.
-pub async fn del<I: Ipam>(
+/// Detaches the container. `backend` and `session` are errors when the config could not
+/// produce them (IPAM plugin missing, bad etcd settings): the other steps still run and
+/// those errors are reported afterwards, the first failed step's error winning.
+pub async fn del(
     inv: &Invocation<Option<PathBuf>>,
-    ipam: Result<Option<I>, Error>,
+    backend: Result<Option<Backend>, Error>,
+    session: Result<Option<Session>, Error>,
 ) -> Result<(), Error> {
+    let started = Instant::now();
     let host_ifname = host_veth_name(inv.container_id.as_str(), inv.ifname.as_str());
     // The host end is named after the attachment, so it is found without entering the
-    // container's namespace, which may be gone already (Mesos then omits CNI_NETNS).
-    let dataplane = dataplane::teardown(&Netns::current(), &host_ifname);
-    match &dataplane {
-        Ok(true) => tracing::info!(container = %inv.container_id, %host_ifname, "veth removed"),
-        Ok(false) => {
-            tracing::info!(container = %inv.container_id, %host_ifname, "no veth to remove");
-        }
-        Err(e) => tracing::warn!(container = %inv.container_id, error = %e, "veth removal failed"),
-    }
-    let released = match ipam {
-        Ok(None) => Ok(()),
-        Err(e) => Err(e),
-        Ok(Some(mut ipam)) => ipam.del(&IpamRequest::of(inv)).await,
+    // container's namespace, which may be gone already (Mesos then omits CNI_NETNS). The
+    // kernel takes tens of milliseconds to delete a veth; that wait overlaps the etcd work.
+    let veth = {
+        let name = host_ifname.clone();
+        tokio::task::spawn_blocking(move || dataplane::teardown(&Netns::current(), &name))
     };
-    dataplane?;
-    released
+    let req = IpamRequest::of(inv);
+    let ipam = async {
+        match &backend {
+            Ok(Some(b)) => b.del(&req).await,
+            _ => Ok(()),
+        }
+    };
+    let record = async {
+        let Ok(Some(s)) = &session else { return Ok(false) };
+        let key = EndpointPlan::key_only(s, &inv.conf, &inv.container_id, &inv.ifname)?;
+        s.bounded_cleanup("delete workload endpoint", async {
+            endpoint::delete(s.client().await?, &key, None).await
+        })
+        .await
+    };
+    let (veth, ipam, record) = tokio::join!(veth, ipam, record);
+    let veth: Result<bool, Error> = match veth {
+        Ok(done) => done.map_err(Error::from),
+        Err(e) => Err(Error::internal(format!("delete {host_ifname}"), e)),
+    };
+    let container = &inv.container_id;
+    match &veth {
+        Ok(true) => tracing::debug!(%container, %host_ifname, "veth removed"),
+        Ok(false) => tracing::debug!(%container, %host_ifname, "no veth to remove"),
+        Err(e) => tracing::warn!(%container, error = %e, "veth removal failed"),
+    }
+    if let Err(e) = &ipam {
+        tracing::warn!(%container, error = %e, "address release failed");
+    }
+    match &record {
+        Ok(deleted) => tracing::debug!(%container, deleted, "workload endpoint"),
+        Err(e) => tracing::warn!(%container, error = %e, "workload endpoint removal failed"),
+    }
+    tracing::info!(
+        %container, ifname = %inv.ifname, elapsed = ?started.elapsed(),
+        etcd_round_trips = session.as_ref().ok().and_then(Option::as_ref).map_or(0, Session::round_trips),
+        "detached"
+    );
+    veth?;
+    session?;
+    backend?;
+    ipam?;
+    record.map(drop)
 }

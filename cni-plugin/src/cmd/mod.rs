@@ -1,25 +1,29 @@
 //! One module per CNI verb, and [`run`]: environment + stdin in, one JSON document and an
-//! exit status out.
+//! exit status out. [`run_ipam`] is the same for the `tabby-ipam` IPAM plugin binary.
 
 mod add;
 mod check;
 mod del;
 mod gc;
+mod ipam_plugin;
 mod status;
 mod version;
+
+use std::future::Future;
 
 use serde_json::Value;
 
 pub use add::add;
 pub use check::check;
 pub use del::del;
-pub use gc::gc;
+pub use gc::{gc, Scope};
 pub use status::status;
 pub use version::version;
 
-use crate::ipam::Delegate;
+use crate::ipam::Backend;
 use crate::logging;
 use crate::spec::{reply_version, Error, LogLevel, NetConf, RawEnv, Request};
+use crate::store::Session;
 
 /// What the process prints and how it exits.
 #[derive(Debug, PartialEq, Eq)]
@@ -29,8 +33,21 @@ pub struct Outcome {
     pub success: bool,
 }
 
-/// Runs one CNI invocation to completion.
+/// Runs one invocation of the `tabby` plugin to completion.
 pub fn run(env: &RawEnv, stdin: &[u8]) -> Outcome {
+    run_with(env, stdin, dispatch)
+}
+
+/// Runs one invocation of the `tabby-ipam` IPAM plugin to completion.
+pub fn run_ipam(env: &RawEnv, stdin: &[u8]) -> Outcome {
+    run_with(env, stdin, ipam_plugin::dispatch)
+}
+
+fn run_with<F, Fut>(env: &RawEnv, stdin: &[u8], dispatch: F) -> Outcome
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Result<Option<Value>, Error>>,
+{
     let request = Request::parse(env, stdin);
     let (level, file) = match &request {
         Ok(r) => conf_of(r)
@@ -39,12 +56,17 @@ pub fn run(env: &RawEnv, stdin: &[u8]) -> Outcome {
     };
     logging::init(level, file);
     let result = request.and_then(|r| {
-        // Current-thread: one command, no parallelism to gain, and the cheapest start-up.
+        // Current-thread: one command, and the cheapest start-up. Waits that can overlap
+        // (etcd round trips, the kernel deleting a veth) still do.
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|source| Error::Io { what: "start async runtime".into(), source })?;
-        rt.block_on(dispatch(r))
+        let result = rt.block_on(dispatch(r));
+        // Nothing is left running; waiting for idle worker threads to be joined would only
+        // delay the answer.
+        rt.shutdown_background();
+        result
     });
     match result {
         Ok(stdout) => Outcome { stdout: stdout.map(|v| v.to_string()), success: true },
@@ -65,42 +87,53 @@ fn conf_of(r: &Request) -> Option<&NetConf> {
     }
 }
 
+/// The datastore session a config asks for (`None`: no etcd configured and no in-process
+/// IPAM). Nothing connects until a step needs etcd.
+fn session_for(conf: &NetConf) -> Result<Option<Session>, Error> {
+    Session::for_conf(conf, Backend::is_in_process(conf))
+}
+
 async fn dispatch(request: Request) -> Result<Option<Value>, Error> {
     match request {
         Request::Version(v) => Ok(Some(version(v))),
         Request::Add(inv) => {
-            let mut ipam = delegate_for(&inv.conf, &inv.cni_path)?;
-            let result = add(&inv, &mut ipam).await?;
+            let session = session_for(&inv.conf)?;
+            let backend = required(Backend::for_conf(&inv.conf, &inv.cni_path, session.as_ref())?)?;
+            let result = Box::pin(add(&inv, &backend, session.as_ref())).await?;
             Ok(Some(result.render(inv.conf.cni_version)))
         }
         Request::Check(inv) => {
-            let mut ipam = delegate_for(&inv.conf, &inv.cni_path)?;
-            check(&inv, &mut ipam).await.map(|()| None)
+            let session = session_for(&inv.conf)?;
+            let backend = required(Backend::for_conf(&inv.conf, &inv.cni_path, session.as_ref())?)?;
+            check(&inv, &backend, session.as_ref()).await.map(|()| None)
         }
         Request::Del(inv) => {
-            // DEL still removes the veth when the IPAM plugin cannot be found; the error for
-            // the IPAM part is reported after that.
-            let ipam = inv.conf.ipam.as_ref().map(|c| Delegate::find(c, &inv.cni_path)).transpose();
-            del(&inv, ipam).await.map(|()| None)
+            // DEL still removes the veth when the IPAM plugin cannot be found or the etcd
+            // settings are unusable; those errors are reported after that.
+            let session = session_for(&inv.conf);
+            let backend = Backend::for_conf(
+                &inv.conf,
+                &inv.cni_path,
+                session.as_ref().ok().and_then(Option::as_ref),
+            );
+            del(&inv, backend, session).await.map(|()| None)
         }
         Request::Gc(m) => {
-            let mut ipam =
-                m.conf.ipam.as_ref().map(|c| Delegate::find(c, &m.cni_path)).transpose()?;
-            gc(&m, ipam.as_mut()).await.map(|()| None)
+            let session = session_for(&m.conf)?;
+            let backend = Backend::for_conf(&m.conf, &m.cni_path, session.as_ref())?;
+            gc(&m, backend.as_ref(), Scope::Attachments).await.map(|()| None)
         }
         Request::Status(m) => {
-            let mut ipam =
-                m.conf.ipam.as_ref().map(|c| Delegate::find(c, &m.cni_path)).transpose()?;
-            status(&m, ipam.as_mut()).await.map(|()| None)
+            let session = session_for(&m.conf)?;
+            let backend = Backend::for_conf(&m.conf, &m.cni_path, session.as_ref())?;
+            status(&m, backend.as_ref(), session.as_ref()).await.map(|()| None)
         }
     }
 }
 
-/// The IPAM backend for ADD and CHECK. Phase 1: always a delegate plugin from `CNI_PATH`
-/// (the in-process allocator is selected here once it exists).
-fn delegate_for(conf: &NetConf, cni_path: &[std::path::PathBuf]) -> Result<Delegate, Error> {
-    let ipam = conf.ipam.as_ref().ok_or_else(|| {
+/// ADD and CHECK need an IPAM backend to get or verify addresses.
+fn required(backend: Option<Backend>) -> Result<Backend, Error> {
+    backend.ok_or_else(|| {
         Error::config("ipam", "required: tabby needs an IPAM plugin to assign addresses")
-    })?;
-    Delegate::find(ipam, cni_path)
+    })
 }

@@ -99,6 +99,28 @@ pub fn inspect(host: &Netns, container: &Netns, link: &WorkloadLink) -> Result<V
     Ok(drift)
 }
 
+/// What the workload's interface looks like now (for CHECK's comparison with the endpoint).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observed {
+    pub mac: String,
+    /// Addresses other than link-local ones.
+    pub addresses: Vec<IpAddr>,
+}
+
+/// Reads the MAC and addresses of `ifname` in `container`; `None` when there is no such
+/// interface.
+pub fn observe(container: &Netns, ifname: &str) -> Result<Option<Observed>, Error> {
+    let mut sock = container.socket()?;
+    let Some(link) =
+        sock.link_by_name(ifname).map_err(Error::netlink(format!("look up {ifname}")))?
+    else {
+        return Ok(None);
+    };
+    let addresses =
+        global_addresses(&mut sock, link.header.index)?.into_iter().map(|(ip, _)| ip).collect();
+    Ok(Some(Observed { mac: link_mac(&link).unwrap_or_default(), addresses }))
+}
+
 fn check_link(drift: &mut Vec<String>, link: &LinkMessage, name: &str, mtu: u32) {
     if link_kind(link) != Some(InfoKind::Veth) {
         drift.push(format!("{name} is not a veth"));

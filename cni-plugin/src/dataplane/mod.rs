@@ -16,10 +16,10 @@ use std::path::PathBuf;
 
 use sha1::{Digest, Sha1};
 
-pub use inspect::inspect;
+pub use inspect::{inspect, observe, Observed};
 pub use netlink::NetlinkError;
 pub use netns::Netns;
-pub use veth::{setup, teardown};
+pub use veth::{create, setup, teardown, Created};
 
 /// tabby's route protocol number (`proto 112` in `ip route`). The agent only ever removes
 /// routes carrying it, so routes made by others are never touched.

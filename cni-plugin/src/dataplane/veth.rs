@@ -8,6 +8,9 @@ use rtnetlink::packet_route::address::{AddressAttribute, AddressHeaderFlags, Add
 use rtnetlink::packet_route::link::{
     InfoData, InfoKind, InfoVeth, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState,
+};
 use rtnetlink::packet_route::route::{
     RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
@@ -23,31 +26,209 @@ use super::{
 /// host sysctls, container addresses and routes, host routes. On failure, whatever was made
 /// is removed again before the error is returned.
 pub fn setup(host: &Netns, container: &Netns, link: &WorkloadLink) -> Result<Attached, Error> {
+    let pair = create(host, container, &link.host_ifname, &link.container_ifname, link.mtu)?;
+    pair.configure(host, container, &link.addresses, link.mtu)
+}
+
+/// A veth pair made for an attachment, not yet configured: the first half of [`setup`],
+/// which needs no addresses, so it can run while the addresses are being assigned.
+///
+/// Dropping it leaves the pair in place; [`Created::configure`] and [`Created::remove`]
+/// consume it.
+pub struct Created {
+    host_ifname: String,
+    host_index: u32,
+    container_ifname: String,
+    container_index: u32,
+    container_mac: String,
+    mtu: u32,
+    hsock: RouteSocket,
+    csock: RouteSocket,
+}
+
+impl std::fmt::Debug for Created {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Created")
+            .field("host_ifname", &self.host_ifname)
+            .field("container_ifname", &self.container_ifname)
+            .field("container_mac", &self.container_mac)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Creates the pair: `container_ifname` in `container` (which must not have one yet) and
+/// `host_ifname` in `host`, both down, with `mtu`. A stale host end of the same name (left
+/// by a plugin killed mid-ADD) is replaced.
+pub fn create(
+    host: &Netns,
+    container: &Netns,
+    host_ifname: &str,
+    container_ifname: &str,
+    mtu: u32,
+) -> Result<Created, Error> {
     let Some(container_file) = container.file() else {
         return Err(Error::SameNetns { path: container.path().to_owned() });
     };
     let mut csock = container.socket()?;
     if csock
-        .link_by_name(&link.container_ifname)
-        .map_err(Error::netlink(format!("look up {}", link.container_ifname)))?
+        .link_by_name(container_ifname)
+        .map_err(Error::netlink(format!("look up {container_ifname}")))?
         .is_some()
     {
         return Err(Error::InterfaceExists {
-            ifname: link.container_ifname.clone(),
+            ifname: container_ifname.to_owned(),
             netns: container.path().to_owned(),
         });
     }
     let mut hsock = host.socket()?;
-    create_veth(&mut hsock, link, container_file.as_raw_fd())?;
-    match configure(host, container, &mut hsock, &mut csock, link) {
-        Ok(attached) => Ok(attached),
+    create_veth(&mut hsock, host_ifname, container_ifname, mtu, container_file.as_raw_fd())?;
+    let found = (|| {
+        let host_index = hsock
+            .link_by_name(host_ifname)
+            .map_err(Error::netlink(format!("look up {host_ifname}")))?
+            .ok_or_else(|| vanished(host_ifname))?
+            .header
+            .index;
+        let container_link = csock
+            .link_by_name(container_ifname)
+            .map_err(Error::netlink(format!("look up {container_ifname}")))?
+            .ok_or_else(|| vanished(container_ifname))?;
+        Ok::<_, Error>((host_index, container_link))
+    })();
+    match found {
+        Ok((host_index, container_link)) => Ok(Created {
+            host_ifname: host_ifname.to_owned(),
+            host_index,
+            container_ifname: container_ifname.to_owned(),
+            container_index: container_link.header.index,
+            container_mac: link_mac(&container_link).unwrap_or_default(),
+            mtu,
+            hsock,
+            csock,
+        }),
         Err(e) => {
-            // Deleting the host end deletes the container end (and every route through it).
-            if let Err(undo) = delete_link(&mut hsock, &link.host_ifname) {
-                tracing::warn!(ifname = %link.host_ifname, error = %undo, "rollback: cannot delete veth");
-            }
+            undo(&mut hsock, host_ifname);
             Err(e)
         }
+    }
+}
+
+impl Created {
+    /// The container side's MAC, chosen by the kernel.
+    pub fn container_mac(&self) -> &str {
+        &self.container_mac
+    }
+
+    pub fn host_ifname(&self) -> &str {
+        &self.host_ifname
+    }
+
+    /// The second half of [`setup`]: MTU (when it changed since [`create`]), host sysctls,
+    /// links up, the container's addresses and routes, the host routes. On failure the pair
+    /// is deleted before the error is returned.
+    pub fn configure(
+        mut self,
+        host: &Netns,
+        container: &Netns,
+        addresses: &[IpAddr],
+        mtu: u32,
+    ) -> Result<Attached, Error> {
+        match self.configure_inner(host, container, addresses, mtu) {
+            Ok(()) => Ok(Attached {
+                host_ifname: self.host_ifname,
+                host_index: self.host_index,
+                container_ifname: self.container_ifname,
+                container_index: self.container_index,
+                container_mac: self.container_mac,
+            }),
+            Err(e) => {
+                undo(&mut self.hsock, &self.host_ifname);
+                Err(e)
+            }
+        }
+    }
+
+    /// Deletes the pair (rollback when the addresses could not be had).
+    pub fn remove(mut self) -> Result<(), Error> {
+        delete_link(&mut self.hsock, &self.host_ifname)
+    }
+
+    fn configure_inner(
+        &mut self,
+        host: &Netns,
+        container: &Netns,
+        addresses: &[IpAddr],
+        mtu: u32,
+    ) -> Result<(), Error> {
+        let v6 = addresses.iter().any(IpAddr::is_ipv6);
+        if mtu != self.mtu {
+            set_mtu(&mut self.hsock, self.host_index, &self.host_ifname, mtu)?;
+            set_mtu(&mut self.csock, self.container_index, &self.container_ifname, mtu)?;
+            self.mtu = mtu;
+        }
+        let hostif = self.host_ifname.clone();
+        host.run(move || host_sysctls(&hostif, v6))??;
+        set_up(&mut self.hsock, self.host_index, &self.host_ifname)?;
+        if v6 {
+            // Before the link goes up, so its link-local address skips DAD as well.
+            let key = format!("net/ipv6/conf/{}/accept_dad", self.container_ifname);
+            container
+                .run(|| sysctl::write(&key, "0"))?
+                .map_err(|source| Error::Sysctl { key: key.clone(), source })?;
+        }
+        let csock = &mut self.csock;
+        let (cname, cindex) = (&self.container_ifname, self.container_index);
+        set_up(csock, cindex, cname)?;
+        for ip in addresses {
+            add_address(csock, cindex, *ip)
+                .map_err(Error::netlink(format!("add {ip} to {cname}")))?;
+        }
+        let routes_op = || format!("add routes in {}", container.path().display());
+        // A second attachment (eth1) finds a default route already there, via eth0: the
+        // container keeps it, rather than having it stolen or duplicated.
+        let mut served = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let wanted = addresses.iter().any(|ip| self::family(*ip).0 == family);
+            if wanted && has_default_route(csock, family).map_err(Error::netlink(routes_op()))? {
+                tracing::debug!(ifname = %cname, ?family, "default route kept");
+                served.push(family);
+            }
+        }
+        for route in container_routes(cindex, addresses) {
+            if !served.contains(&route.header.address_family) {
+                csock
+                    .request(RouteNetlinkMessage::NewRoute(route), NLM_F_CREATE | NLM_F_EXCL)
+                    .map_err(Error::netlink(routes_op()))?;
+            }
+        }
+        if addresses.iter().any(IpAddr::is_ipv4) {
+            // The gateway's MAC is known: every host veth has it. Proxy ARP on the host end
+            // answers only when the host has a route towards 169.254.1.1 through another
+            // interface (a default route), which not every host has; a permanent entry makes
+            // the container independent of that, and saves an ARP exchange at start.
+            csock
+                .request(
+                    RouteNetlinkMessage::NewNeighbour(gateway_neighbour(cindex)),
+                    NLM_F_CREATE | NLM_F_REPLACE,
+                )
+                .map_err(Error::netlink(format!("add neighbour {GATEWAY_V4} to {cname}")))?;
+        }
+        for ip in addresses {
+            self.hsock
+                .request(
+                    RouteNetlinkMessage::NewRoute(host_route(self.host_index, *ip)),
+                    NLM_F_CREATE | NLM_F_REPLACE,
+                )
+                .map_err(Error::netlink(format!("add host route {ip} dev {}", self.host_ifname)))?;
+        }
+        Ok(())
+    }
+}
+
+/// Rollback: deleting the host end deletes the container end (and every route through it).
+fn undo(hsock: &mut RouteSocket, host_ifname: &str) {
+    if let Err(e) = delete_link(hsock, host_ifname) {
+        tracing::warn!(ifname = %host_ifname, error = %e, "rollback: cannot delete veth");
     }
 }
 
@@ -102,32 +283,38 @@ pub(super) fn link_kind(link: &LinkMessage) -> Option<InfoKind> {
 /// set: the container end is born in its namespace. Creating it on the host and moving it
 /// afterwards would take a namespace move under the RTNL lock, which serialises bursts of
 /// ADDs (calico #7705, amazon-vpc-cni-k8s #3764).
-fn create_veth(sock: &mut RouteSocket, link: &WorkloadLink, netns_fd: i32) -> Result<(), Error> {
+fn create_veth(
+    sock: &mut RouteSocket,
+    host_ifname: &str,
+    container_ifname: &str,
+    mtu: u32,
+    netns_fd: i32,
+) -> Result<(), Error> {
     // No IFF_UP here: the kernel configures the peer before the pair is joined, and
     // opening a veth without a peer fails with ENOTCONN.
     let mut peer = LinkMessage::default();
-    peer.attributes.push(LinkAttribute::IfName(link.container_ifname.clone()));
-    peer.attributes.push(LinkAttribute::Mtu(link.mtu));
+    peer.attributes.push(LinkAttribute::IfName(container_ifname.to_owned()));
+    peer.attributes.push(LinkAttribute::Mtu(mtu));
     peer.attributes.push(LinkAttribute::NetNsFd(netns_fd));
 
     // The host end stays down until its sysctls are written, so IPv6 never starts DAD or
     // router solicitation on it with the defaults.
     let mut msg = LinkMessage::default();
-    msg.attributes.push(LinkAttribute::IfName(link.host_ifname.clone()));
+    msg.attributes.push(LinkAttribute::IfName(host_ifname.to_owned()));
     msg.attributes.push(LinkAttribute::Address(HOST_MAC.to_vec()));
-    msg.attributes.push(LinkAttribute::Mtu(link.mtu));
+    msg.attributes.push(LinkAttribute::Mtu(mtu));
     msg.attributes.push(LinkAttribute::LinkInfo(vec![
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
     ]));
-    let op = || format!("create veth {} <-> {}", link.host_ifname, link.container_ifname);
+    let op = || format!("create veth {host_ifname} <-> {container_ifname}");
     match sock.request(RouteNetlinkMessage::NewLink(msg.clone()), NLM_F_CREATE | NLM_F_EXCL) {
         Ok(()) => Ok(()),
         Err(e) if e.errno() == Some(libc::EEXIST) => {
             // The container name was checked free just before, so the clash is on the host:
             // a veth left by a plugin killed mid-ADD for this same attachment. Replace it once.
-            tracing::warn!(ifname = %link.host_ifname, "deleting stale host veth");
-            delete_link(sock, &link.host_ifname)?;
+            tracing::warn!(ifname = %host_ifname, "deleting stale host veth");
+            delete_link(sock, host_ifname)?;
             sock.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
                 .map_err(Error::netlink(op()))
         }
@@ -143,75 +330,6 @@ fn delete_link(sock: &mut RouteSocket, name: &str) -> Result<(), Error> {
         Err(e) if e.is_not_found() => Ok(()),
         Err(e) => Err(Error::netlink(format!("delete {name}"))(e)),
     }
-}
-
-fn configure(
-    host: &Netns,
-    container: &Netns,
-    hsock: &mut RouteSocket,
-    csock: &mut RouteSocket,
-    link: &WorkloadLink,
-) -> Result<Attached, Error> {
-    let v6 = link.addresses.iter().any(IpAddr::is_ipv6);
-    let host_link = hsock
-        .link_by_name(&link.host_ifname)
-        .map_err(Error::netlink(format!("look up {}", link.host_ifname)))?
-        .ok_or_else(|| vanished(&link.host_ifname))?;
-    let host_index = host_link.header.index;
-    let hostif = link.host_ifname.clone();
-    host.run(move || host_sysctls(&hostif, v6))??;
-    set_up(hsock, host_index, &link.host_ifname)?;
-
-    let container_link = csock
-        .link_by_name(&link.container_ifname)
-        .map_err(Error::netlink(format!("look up {}", link.container_ifname)))?
-        .ok_or_else(|| vanished(&link.container_ifname))?;
-    let container_index = container_link.header.index;
-    if v6 {
-        // Before the link goes up, so its link-local address skips DAD as well.
-        let key = format!("net/ipv6/conf/{}/accept_dad", link.container_ifname);
-        container
-            .run(|| sysctl::write(&key, "0"))?
-            .map_err(|source| Error::Sysctl { key: key.clone(), source })?;
-    }
-    set_up(csock, container_index, &link.container_ifname)?;
-    for ip in &link.addresses {
-        add_address(csock, container_index, *ip)
-            .map_err(Error::netlink(format!("add {ip} to {}", link.container_ifname)))?;
-    }
-    let routes_op = || format!("add routes in {}", container.path().display());
-    // A second attachment (eth1) finds a default route already there, via eth0: the
-    // container keeps it, rather than having it stolen or duplicated.
-    let mut served = Vec::new();
-    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let wanted = link.addresses.iter().any(|ip| self::family(*ip).0 == family);
-        if wanted && has_default_route(csock, family).map_err(Error::netlink(routes_op()))? {
-            tracing::debug!(ifname = %link.container_ifname, ?family, "default route kept");
-            served.push(family);
-        }
-    }
-    for route in container_routes(container_index, &link.addresses) {
-        if !served.contains(&route.header.address_family) {
-            csock
-                .request(RouteNetlinkMessage::NewRoute(route), NLM_F_CREATE | NLM_F_EXCL)
-                .map_err(Error::netlink(routes_op()))?;
-        }
-    }
-    for ip in &link.addresses {
-        hsock
-            .request(
-                RouteNetlinkMessage::NewRoute(host_route(host_index, *ip)),
-                NLM_F_CREATE | NLM_F_REPLACE,
-            )
-            .map_err(Error::netlink(format!("add host route {ip} dev {}", link.host_ifname)))?;
-    }
-    Ok(Attached {
-        host_ifname: link.host_ifname.clone(),
-        host_index,
-        container_ifname: link.container_ifname.clone(),
-        container_index,
-        container_mac: link_mac(&container_link).unwrap_or_default(),
-    })
 }
 
 fn has_default_route(
@@ -273,6 +391,14 @@ fn host_sysctls(ifname: &str, v6: bool) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+fn set_mtu(sock: &mut RouteSocket, index: u32, name: &str, mtu: u32) -> Result<(), Error> {
+    let mut msg = LinkMessage::default();
+    msg.header.index = index;
+    msg.attributes.push(LinkAttribute::Mtu(mtu));
+    sock.request(RouteNetlinkMessage::SetLink(msg), 0)
+        .map_err(Error::netlink(format!("set MTU {mtu} on {name}")))
 }
 
 fn set_up(sock: &mut RouteSocket, index: u32, name: &str) -> Result<(), Error> {
@@ -338,6 +464,17 @@ pub(super) fn container_routes(index: u32, addresses: &[IpAddr]) -> Vec<RouteMes
         routes.push(default);
     }
     routes
+}
+
+/// Inside the container: `169.254.1.1 lladdr ee:ee:ee:ee:ee:ee PERMANENT`.
+pub(super) fn gateway_neighbour(index: u32) -> NeighbourMessage {
+    let mut n = NeighbourMessage::default();
+    n.header.family = AddressFamily::Inet;
+    n.header.ifindex = index;
+    n.header.state = NeighbourState::Permanent;
+    n.attributes.push(NeighbourAttribute::Destination(NeighbourAddress::Inet(GATEWAY_V4)));
+    n.attributes.push(NeighbourAttribute::LinkLayerAddress(HOST_MAC.to_vec()));
+    n
 }
 
 /// On the host: `<ip>/32 dev cali… scope link proto 112` (`/128` for IPv6, where the kernel

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 
 use serde::Deserialize;
 
-use super::{Ipam, IpamRequest};
+use super::IpamRequest;
 use crate::spec::{CniResult, Error, IpamConf, Maintenance};
 
 /// An IPAM plugin binary to exec.
@@ -125,8 +125,8 @@ impl Delegate {
     }
 }
 
-impl Ipam for Delegate {
-    async fn add(&mut self, req: &IpamRequest<'_>) -> Result<CniResult, Error> {
+impl Delegate {
+    pub fn add(&self, req: &IpamRequest<'_>) -> Result<CniResult, Error> {
         let stdout = self.exec("ADD", req.stdin)?;
         let value = serde_json::from_slice(&stdout).map_err(|e| Error::Internal {
             what: format!("IPAM plugin {} printed invalid JSON", self.plugin),
@@ -138,19 +138,19 @@ impl Ipam for Delegate {
         })
     }
 
-    async fn del(&mut self, req: &IpamRequest<'_>) -> Result<(), Error> {
+    pub fn del(&self, req: &IpamRequest<'_>) -> Result<(), Error> {
         self.exec("DEL", req.stdin).map(drop)
     }
 
-    async fn check(&mut self, req: &IpamRequest<'_>) -> Result<(), Error> {
+    pub fn check(&self, req: &IpamRequest<'_>) -> Result<(), Error> {
         self.exec("CHECK", req.stdin).map(drop)
     }
 
-    async fn gc(&mut self, req: &Maintenance) -> Result<(), Error> {
+    pub fn gc(&self, req: &Maintenance) -> Result<(), Error> {
         self.exec("GC", &req.stdin).map(drop)
     }
 
-    async fn status(&mut self, req: &Maintenance) -> Result<(), Error> {
+    pub fn status(&self, req: &Maintenance) -> Result<(), Error> {
         self.exec("STATUS", &req.stdin).map(drop)
     }
 }

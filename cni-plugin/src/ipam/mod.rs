@@ -1,16 +1,20 @@
-//! The IPAM seam: where the plugin gets addresses from. [`Delegate`] execs a CNI IPAM plugin
-//! from `CNI_PATH` (so `host-local` works); the in-process etcd allocator plugs in behind the
-//! same trait.
+//! Where an attachment's addresses come from: the [`Backend`] is either the etcd block
+//! allocator run in-process (`ipam.type: tabby-ipam`, no exec) or any other CNI IPAM plugin
+//! exec'd from `CNI_PATH` (so `host-local` works too). The verbs see one type either way.
 
 mod delegate;
+pub mod inprocess;
 
+use std::net::IpAddr;
 use std::path::PathBuf;
 
 pub use delegate::Delegate;
+pub use inprocess::{handle_for, InProcess, InProcessConf, PLUGIN_TYPE};
 
 use crate::spec::{
-    CniArgs, CniResult, ContainerId, Error, IfName, Invocation, Maintenance, NetConf,
+    CniArgs, CniResult, ContainerId, Error, IfName, Invocation, IpConfig, Maintenance, NetConf,
 };
+use crate::store::Session;
 
 /// Everything an IPAM backend may need for one attachment.
 #[derive(Clone, Copy, Debug)]
@@ -39,18 +43,78 @@ impl<'a> IpamRequest<'a> {
 }
 
 /// An address manager for CNI attachments.
-///
-/// `add` returns at least the addresses (`ips`); interfaces in its result are ignored. `del`
-/// must be idempotent: releasing what is not allocated is success.
-// The plugin runs one command on a current-thread runtime, so these futures never need to
-// be `Send`; the lint warns about exactly that missing bound.
-#[allow(async_fn_in_trait)]
-pub trait Ipam {
-    async fn add(&mut self, req: &IpamRequest<'_>) -> Result<CniResult, Error>;
-    async fn del(&mut self, req: &IpamRequest<'_>) -> Result<(), Error>;
-    async fn check(&mut self, req: &IpamRequest<'_>) -> Result<(), Error>;
-    /// Releases allocations whose attachment is not in the GC request's valid list.
-    async fn gc(&mut self, req: &Maintenance) -> Result<(), Error>;
-    /// Whether an ADD could be served now (code 50/51 otherwise).
-    async fn status(&mut self, req: &Maintenance) -> Result<(), Error>;
+#[derive(Debug)]
+pub enum Backend {
+    Delegate(Delegate),
+    /// Boxed: it holds the allocator, far larger than a delegate's path.
+    InProcess(Box<InProcess>),
+}
+
+impl Backend {
+    /// Whether `conf` selects the in-process allocator (and so needs the datastore).
+    pub fn is_in_process(conf: &NetConf) -> bool {
+        conf.ipam.as_ref().is_some_and(|i| i.plugin_type == PLUGIN_TYPE)
+    }
+
+    /// The backend the config names, validated and located before anything is done; `None`
+    /// when the config has no `ipam` section. The in-process one needs `session`.
+    pub fn for_conf(
+        conf: &NetConf,
+        cni_path: &[PathBuf],
+        session: Option<&Session>,
+    ) -> Result<Option<Backend>, Error> {
+        let Some(ipam) = conf.ipam.as_ref() else { return Ok(None) };
+        if ipam.plugin_type != PLUGIN_TYPE {
+            return Delegate::find(ipam, cni_path).map(|d| Some(Backend::Delegate(d)));
+        }
+        let parsed = InProcessConf::parse(ipam, conf)?;
+        let session = session.ok_or_else(|| {
+            Error::config("etcd_endpoints", "tabby-ipam needs the datastore but none is configured")
+        })?;
+        Ok(Some(Backend::InProcess(Box::new(InProcess::new(parsed, session.clone(), &conf.name)))))
+    }
+
+    /// Assigns the attachment's addresses. The result's `ips` carry the addresses (as the
+    /// delegate gave them, or /32 and /128 from the allocator).
+    pub async fn add(&self, req: &IpamRequest<'_>) -> Result<CniResult, Error> {
+        match self {
+            Backend::Delegate(d) => d.add(req),
+            Backend::InProcess(p) => {
+                let nets = p.add(req).await?;
+                let ips = nets.into_iter().map(|address| IpConfig {
+                    address,
+                    gateway: None,
+                    interface: None,
+                });
+                Ok(CniResult { ips: ips.collect(), ..CniResult::default() })
+            }
+        }
+    }
+
+    /// Releases the attachment's addresses; idempotent.
+    pub async fn del(&self, req: &IpamRequest<'_>) -> Result<(), Error> {
+        match self {
+            Backend::Delegate(d) => d.del(req),
+            Backend::InProcess(p) => p.del(req).await.map(drop),
+        }
+    }
+
+    /// Drift between IPAM and the attachment's addresses, one line each. A delegate does its
+    /// own CHECK (with the runtime's prevResult) and answers with an error or nothing.
+    pub async fn check(&self, req: &IpamRequest<'_>, ips: &[IpAddr]) -> Result<Vec<String>, Error> {
+        match self {
+            Backend::Delegate(d) => d.check(req).map(|()| Vec::new()),
+            Backend::InProcess(p) => p.check(req, ips).await,
+        }
+    }
+
+    /// STATUS: whether an ADD could get addresses now (code 50 otherwise).
+    pub async fn status(&self, req: &Maintenance) -> Result<(), Error> {
+        match self {
+            Backend::Delegate(d) => d.status(req),
+            Backend::InProcess(p) => {
+                p.status().await.map_err(|reason| Error::NotAvailable { reason })
+            }
+        }
+    }
 }

@@ -14,7 +14,7 @@ pub use error::{Error, ErrorReply};
 pub use mesos::{sanitize_mesos_label, MesosNetworkInfo};
 pub use netconf::{
     reply_version, EtcdConf, GcAttachment, IpamConf, LogLevel, NetConf, DEFAULT_ETCD_PREFIX,
-    DEFAULT_MTU, MAX_MTU, MIN_MTU,
+    DEFAULT_ETCD_TIMEOUT, DEFAULT_MTU, MAX_MTU, MIN_MTU,
 };
 pub use request::{Invocation, Maintenance, Request};
 pub use result::{CniResult, Dns, Interface, IpConfig, ResultParseError, Route, VersionReply};

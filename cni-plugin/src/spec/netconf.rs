@@ -3,6 +3,7 @@
 
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::Deserialize;
@@ -19,6 +20,10 @@ pub const MIN_MTU: u32 = 68;
 pub const MAX_MTU: u32 = 65535;
 /// Default etcd key prefix, as Calico's.
 pub const DEFAULT_ETCD_PREFIX: &str = "/calico";
+/// Default bound on everything one invocation does with etcd (`etcd_timeout`, seconds).
+pub const DEFAULT_ETCD_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest `etcd_timeout` accepted: a runtime waiting longer than this is stuck anyway.
+const MAX_ETCD_TIMEOUT_SECS: f64 = 300.0;
 
 // ---- raw wire shape ------------------------------------------------------------------------
 
@@ -40,6 +45,8 @@ struct RawNetConf {
     etcd_cert_file: Option<PathBuf>,
     etcd_key_file: Option<PathBuf>,
     etcd_prefix: Option<String>,
+    etcd_timeout: Option<f64>,
+    ipam_lock_file: Option<PathBuf>,
     nodename: Option<String>,
     nodename_file: Option<PathBuf>,
     args: Option<RawArgs>,
@@ -128,6 +135,15 @@ pub struct EtcdConf {
     pub cert_file: Option<PathBuf>,
     pub key_file: Option<PathBuf>,
     pub prefix: String,
+    /// Bound on all etcd work of one invocation, connecting included.
+    pub timeout: Duration,
+}
+
+impl EtcdConf {
+    /// Whether the config names an etcd at all (`etcd_endpoints`).
+    pub fn is_configured(&self) -> bool {
+        !self.endpoints.is_empty()
+    }
 }
 
 /// A validated network config.
@@ -146,6 +162,9 @@ pub struct NetConf {
     pub etcd: EtcdConf,
     pub nodename: Option<String>,
     pub nodename_file: Option<PathBuf>,
+    /// Host-wide IPAM lock file given at the top level (Calico's place for it); the `ipam`
+    /// block may name one too.
+    pub ipam_lock_file: Option<PathBuf>,
     pub mesos: Option<MesosNetworkInfo>,
     /// Addresses asked for through `args.cni.ips` and the `ips` capability
     /// (`runtimeConfig.ips`), in that order; Mesos and `CNI_ARGS IP=` are kept apart.
@@ -187,6 +206,7 @@ impl NetConf {
             cert_file: raw.etcd_cert_file,
             key_file: raw.etcd_key_file,
             prefix: etcd_prefix(raw.etcd_prefix)?,
+            timeout: etcd_timeout(raw.etcd_timeout)?,
         };
         if let Some(n) = raw.nodename.as_deref().filter(|n| n.is_empty() || n.contains('/')) {
             return Err(Error::config("nodename", format!("{n:?} is not a host name")));
@@ -220,6 +240,7 @@ impl NetConf {
             etcd,
             nodename: raw.nodename,
             nodename_file: raw.nodename_file,
+            ipam_lock_file: raw.ipam_lock_file,
             mesos,
             requested_ips,
             prev_result,
@@ -333,6 +354,19 @@ fn etcd_prefix(raw: Option<String>) -> Result<String, Error> {
     Ok(prefix)
 }
 
+fn etcd_timeout(raw: Option<f64>) -> Result<Duration, Error> {
+    match raw {
+        None => Ok(DEFAULT_ETCD_TIMEOUT),
+        Some(secs) if secs > 0.0 && secs <= MAX_ETCD_TIMEOUT_SECS => {
+            Ok(Duration::from_secs_f64(secs))
+        }
+        Some(secs) => Err(Error::config(
+            "etcd_timeout",
+            format!("{secs} is not a number of seconds in (0, {MAX_ETCD_TIMEOUT_SECS}]"),
+        )),
+    }
+}
+
 /// Addresses given as `a.b.c.d` or `a.b.c.d/len` (the `ips` capability uses CIDR form).
 fn parse_ips(items: &[String], field: &str) -> Result<Vec<IpAddr>, Error> {
     items
@@ -402,6 +436,8 @@ mod tests {
             (json!({"log_level": "loud"}), "log_level"),
             (json!({"etcd_endpoints": "10.0.0.1:2379"}), "etcd_endpoints"),
             (json!({"etcd_prefix": "calico"}), "etcd_prefix"),
+            (json!({"etcd_timeout": 0}), "etcd_timeout"),
+            (json!({"etcd_timeout": "10s"}), "etcd_timeout"),
             (json!({"runtimeConfig": {"ips": ["x"]}}), "runtimeConfig.ips[0]"),
             (json!({"args": {"cni": {"ips": ["10.0.0.1", "y"]}}}), "args.cni.ips[1]"),
             (json!({"prevResult": {"ips": [{"address": 3}]}}), "prevResult"),
@@ -449,6 +485,9 @@ mod tests {
         assert_eq!(c.etcd.endpoints, ["http://127.0.0.1:2379", "https://10.0.0.1:2379"]);
         assert_eq!(c.etcd.prefix, "/t/abc");
         assert_eq!(c.etcd.ca_cert_file, Some(PathBuf::from("/ca.pem")));
+        assert_eq!(c.etcd.timeout, DEFAULT_ETCD_TIMEOUT);
+        v["etcd_timeout"] = json!(2.5);
+        assert_eq!(parse(&v).unwrap().etcd.timeout, Duration::from_millis(2500));
         v["etcd_endpoints"] = json!(["http://a:1"]);
         assert_eq!(parse(&v).unwrap().etcd.endpoints, ["http://a:1"]);
     }

@@ -4,6 +4,8 @@
 
 #![allow(dead_code, reason = "each test binary uses a different part of this module")]
 
+pub mod store;
+
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -87,9 +89,16 @@ impl Fixture {
         })
     }
 
-    /// Runs `tabby` inside the host namespace with exactly the given `CNI_*` variables.
-    pub fn run_env(&self, env: &[(&str, &str)], stdin: &str) -> Run {
-        let mut cmd = self.host.nsenter_command(env!("CARGO_BIN_EXE_tabby"));
+    /// Starts `program` inside the host namespace with exactly the given `CNI_*` variables and
+    /// `stdin` written; the caller waits for (or kills) it. `nsenter` execs the program, so
+    /// the child is the plugin itself.
+    pub fn spawn_program(
+        &self,
+        program: &str,
+        env: &[(&str, &str)],
+        stdin: &str,
+    ) -> std::process::Child {
+        let mut cmd = self.host.nsenter_command(program);
         for (k, _) in std::env::vars_os() {
             if k.to_string_lossy().starts_with("CNI_") {
                 cmd.env_remove(k);
@@ -99,18 +108,33 @@ impl Fixture {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = cmd.spawn().expect("spawn tabby");
+        let mut child = cmd.spawn().expect("spawn plugin");
         {
             use std::io::Write;
             let mut pipe = child.stdin.take().expect("stdin");
             pipe.write_all(stdin.as_bytes()).expect("write stdin");
         }
-        let out = child.wait_with_output().expect("wait tabby");
+        child
+    }
+
+    /// [`Fixture::spawn_program`] for `tabby`.
+    pub fn spawn_env(&self, env: &[(&str, &str)], stdin: &str) -> std::process::Child {
+        self.spawn_program(env!("CARGO_BIN_EXE_tabby"), env, stdin)
+    }
+
+    /// Runs `program` to completion inside the host namespace.
+    pub fn run_program(&self, program: &str, env: &[(&str, &str)], stdin: &str) -> Run {
+        let out = self.spawn_program(program, env, stdin).wait_with_output().expect("wait plugin");
         Run {
             success: out.status.success(),
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
         }
+    }
+
+    /// Runs `tabby` inside the host namespace with exactly the given `CNI_*` variables.
+    pub fn run_env(&self, env: &[(&str, &str)], stdin: &str) -> Run {
+        self.run_program(env!("CARGO_BIN_EXE_tabby"), env, stdin)
     }
 
     /// Runs a verb for `(container_id, ifname)` in this fixture's container.
