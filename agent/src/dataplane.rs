@@ -83,10 +83,9 @@ pub trait Dataplane: Send {
     fn resync(&mut self);
 }
 
-/// The dataplanes the agent runs besides routes, built from the configuration. The nftables
-/// dataplane (planner + applier) registers here when it lands; until then the agent programs
-/// routes only.
+/// The dataplanes the agent runs besides routes, built from the configuration: the nftables
+/// dataplane (planner + applier), owning table `inet <nft_table>` of the calling thread's
+/// network namespace.
 pub fn configured(config: &AgentConfig) -> Result<Vec<Box<dyn Dataplane>>, DataplaneError> {
-    let _ = config;
-    Ok(Vec::new())
+    Ok(vec![Box::new(crate::nft_dataplane::NftDataplane::new(config)?)])
 }

@@ -79,7 +79,11 @@ impl Dataplane for NftDataplane {
         NAME
     }
 
-    fn apply(&mut self, model: &ClusterModel, host: &HostInfo) -> Result<ApplyReport, DataplaneError> {
+    fn apply(
+        &mut self,
+        model: &ClusterModel,
+        host: &HostInfo,
+    ) -> Result<ApplyReport, DataplaneError> {
         let (ruleset, local_endpoints) = self.plan(model, host);
         let result = if self.full_next {
             self.applier.resync(&ruleset)

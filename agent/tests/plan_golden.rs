@@ -6,6 +6,7 @@
 //! Refresh with `UPDATE_GOLDEN=1 cargo test -p agent --test plan_golden`, then review every
 //! changed file by hand: they are the specification of the ruleset.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -71,7 +72,7 @@ fn rendered(dir: &Path) -> String {
     plan.ruleset.validate().unwrap_or_else(|e| panic!("{}: invalid ruleset: {e}", dir.display()));
     let mut out = String::new();
     for w in &plan.warnings {
-        out.push_str(&format!("# warning: {w}\n"));
+        let _ = writeln!(out, "# warning: {w}");
     }
     out.push_str(&render(&plan.ruleset));
     out
@@ -105,7 +106,9 @@ fn first_difference(expected: &str, actual: &str) -> String {
         match (e.next(), a.next()) {
             (None, None) => break,
             (x, y) if x == y => {}
-            (x, y) => return format!("  line {line}: expected {x:?}\n  line {line}: actual   {y:?}"),
+            (x, y) => {
+                return format!("  line {line}: expected {x:?}\n  line {line}: actual   {y:?}")
+            }
         }
     }
     "  (identical lines, different line endings)".into()

@@ -7,6 +7,9 @@
 //! matches nothing drops; spoofed source addresses and MACs are dropped; workload→host
 //! follows `DefaultEndpointToHostAction`; a profile change is applied incrementally.
 
+// Fixture builders take `json!` literals by value, which reads best at the call sites.
+#![allow(clippy::needless_pass_by_value)]
+
 use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
@@ -135,10 +138,7 @@ fn host(action: EndpointToHostAction) -> HostInfo {
 /// into the backlog; nobody needs to accept).
 fn listen(ns: &Netns, ports: &[u16]) -> Vec<TcpListener> {
     in_netns(ns, || {
-        ports
-            .iter()
-            .map(|p| TcpListener::bind(("0.0.0.0", *p)).expect("bind listener"))
-            .collect()
+        ports.iter().map(|p| TcpListener::bind(("0.0.0.0", *p)).expect("bind listener")).collect()
     })
 }
 
@@ -165,17 +165,26 @@ fn apply(dp: &mut NftDataplane, model: &ClusterModel, host: &HostInfo) {
 
 fn web_app_db(lab: &Lab, app_egress: Value) -> Vec<Value> {
     vec![
-        profile("web", json!({
+        profile(
+            "web",
+            json!({
             "ingress": [{"action": "Allow", "protocol": "TCP", "destination": {"ports": [80, 443]}},
                         {"action": "Allow", "source": {"selector": "has(web)"}}],
-            "egress": [{"action": "Allow"}], "labelsToApply": {"web": ""}})),
-        profile("app", json!({
+            "egress": [{"action": "Allow"}], "labelsToApply": {"web": ""}}),
+        ),
+        profile(
+            "app",
+            json!({
             "ingress": [{"action": "Allow", "source": {"selector": "has(web)"}}],
-            "egress": app_egress, "labelsToApply": {"app": "", "db-users": ""}})),
-        profile("mysqldb", json!({
+            "egress": app_egress, "labelsToApply": {"app": "", "db-users": ""}}),
+        ),
+        profile(
+            "mysqldb",
+            json!({
             "ingress": [{"action": "Allow", "protocol": "TCP", "source": {"selector": "has(db-users)"},
                          "destination": {"ports": [3306]}}],
-            "egress": [{"action": "Allow"}], "labelsToApply": {"mysqldb": ""}})),
+            "egress": [{"action": "Allow"}], "labelsToApply": {"mysqldb": ""}}),
+        ),
         lab.wep(0, &["web"], json!({})),
         lab.wep(1, &["app"], json!({})),
         lab.wep(2, &["mysqldb"], json!({})),

@@ -92,7 +92,10 @@ impl<'m> Planner<'m> {
             let id = format!("{ns}/{}", p.metadata.name);
             let mut selector = self.policy_selector(&id, p.spec.selector.as_deref());
             if p.spec.service_account_selector.as_deref().is_some_and(|s| !s.trim().is_empty()) {
-                self.warn(&id, "serviceAccountSelector is not supported: policy applies to no endpoint".into());
+                self.warn(
+                    &id,
+                    "serviceAccountSelector is not supported: policy applies to no endpoint".into(),
+                );
                 selector = None;
             }
             views.push(PolicyView {
@@ -110,7 +113,10 @@ impl<'m> Planner<'m> {
             let id = p.metadata.name.clone();
             let spec = &p.spec;
             if spec.do_not_track || spec.pre_dnat {
-                self.warn(&id, "doNotTrack and preDNAT policies are not supported: policy ignored".into());
+                self.warn(
+                    &id,
+                    "doNotTrack and preDNAT policies are not supported: policy ignored".into(),
+                );
                 continue;
             }
             let mut selector = self.policy_selector(&id, spec.selector.as_deref());
@@ -120,7 +126,10 @@ impl<'m> Planner<'m> {
             ];
             for (field, value) in unsupported {
                 if value.as_deref().is_some_and(|s| !s.trim().is_empty()) {
-                    self.warn(&id, format!("{field} is not supported: policy applies to no endpoint"));
+                    self.warn(
+                        &id,
+                        format!("{field} is not supported: policy applies to no endpoint"),
+                    );
                     selector = None;
                 }
             }
@@ -160,13 +169,15 @@ impl<'m> Planner<'m> {
                 continue;
             }
             let Some(iface) = ep.wep.spec.interface_name.as_deref() else {
-                self.warnings.push(PlanWarning::new(ep.key, "no interfaceName: endpoint not programmed"));
+                self.warnings
+                    .push(PlanWarning::new(ep.key, "no interfaceName: endpoint not programmed"));
                 continue;
             };
             let iface = match IfName::new(iface) {
                 Ok(n) => n,
                 Err(e) => {
-                    self.warnings.push(PlanWarning::new(ep.key, format!("endpoint not programmed: {e}")));
+                    self.warnings
+                        .push(PlanWarning::new(ep.key, format!("endpoint not programmed: {e}")));
                     continue;
                 }
             };
@@ -174,7 +185,9 @@ impl<'m> Planner<'m> {
                 let first_key = self.index.endpoints[out[*first].ep].key.to_string();
                 self.warnings.push(PlanWarning::new(
                     ep.key,
-                    format!("interface {iface} already belongs to {first_key}: endpoint not programmed"),
+                    format!(
+                        "interface {iface} already belongs to {first_key}: endpoint not programmed"
+                    ),
                 ));
                 continue;
             }

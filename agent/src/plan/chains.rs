@@ -41,7 +41,9 @@ fn comment(text: &str) -> Result<Comment, IrError> {
 
 fn ct_prelude() -> [Rule; 2] {
     [
-        Rule::new().with(Match::CtState(CtStates::ESTABLISHED | CtStates::RELATED)).then(Action::Accept),
+        Rule::new()
+            .with(Match::CtState(CtStates::ESTABLISHED | CtStates::RELATED))
+            .then(Action::Accept),
         Rule::new().with(Match::CtState(CtStates::INVALID)).then(Action::Drop),
     ]
 }
@@ -118,14 +120,20 @@ impl<'m> Planner<'m> {
 
     /// `pri-`/`pro-` chains of the profiles local endpoints name; a missing profile's chains
     /// drop everything (Felix's dummy drop rules), since an endpoint naming it is not ready.
-    pub(super) fn profile_chains(&mut self, rs: &mut Ruleset, profiles: &BTreeSet<&'m str>) -> Result<(), IrError> {
+    pub(super) fn profile_chains(
+        &mut self,
+        rs: &mut Ruleset,
+        profiles: &BTreeSet<&'m str>,
+    ) -> Result<(), IrError> {
         for name in profiles {
             let profile = self.model.profile(name);
             for direction in Direction::BOTH {
                 let mut chain = Chain::regular(profile_chain(name, direction)?);
                 match profile {
                     None => chain.push(
-                        Rule::action(Action::Drop).counter().comment(comment(&format!("profile {name} not found"))?),
+                        Rule::action(Action::Drop)
+                            .counter()
+                            .comment(comment(&format!("profile {name} not found"))?),
                     ),
                     Some(p) => {
                         let rules = match direction {
@@ -135,11 +143,12 @@ impl<'m> Planner<'m> {
                         for (i, rule) in rules.iter().enumerate() {
                             let place = format!("profile {name} {}[{i}]", direction.as_str());
                             let t = self.translate(rule, direction, Scope::Cluster, &place);
-                            if t.passes {
-                                // Pass goes to the profiles; in a profile it is a no-op.
-                                continue;
-                            }
-                            for r in t.rules {
+                            for mut r in t.rules {
+                                if t.passes {
+                                    // In a profile, Pass ends this profile and the next one
+                                    // decides (Felix returns from the profile chain).
+                                    r.action = Some(Action::Return);
+                                }
                                 chain.push(r);
                             }
                         }
@@ -173,7 +182,8 @@ impl<'m> Planner<'m> {
         }
         for local in locals {
             for direction in Direction::BOTH {
-                let chain_name = names::limited(endpoint_chain_prefix(direction, false), local.iface.as_str())?;
+                let chain_name =
+                    names::limited(endpoint_chain_prefix(direction, false), local.iface.as_str())?;
                 let mut chain = Chain::regular(chain_name.clone());
                 for r in ct_prelude() {
                     chain.push(r);
@@ -198,10 +208,15 @@ impl<'m> Planner<'m> {
                         }
                     }
                     chain.push(
-                        Rule::action(Action::Drop).counter().comment(comment("no policy accepted the packet")?),
+                        Rule::action(Action::Drop)
+                            .counter()
+                            .comment(comment("no policy accepted the packet")?),
                     );
                     if passes {
-                        let pname = names::limited(endpoint_chain_prefix(direction, true), local.iface.as_str())?;
+                        let pname = names::limited(
+                            endpoint_chain_prefix(direction, true),
+                            local.iface.as_str(),
+                        )?;
                         let mut pchain = Chain::regular(pname.clone());
                         for r in profiles {
                             pchain.push(r);
@@ -227,13 +242,21 @@ impl<'m> Planner<'m> {
     }
 
     /// Jumps to the endpoint's profiles in order, then the final drop.
-    fn profile_rules(&self, local: &LocalEndpoint, direction: Direction) -> Result<Vec<Rule>, IrError> {
+    fn profile_rules(
+        &self,
+        local: &LocalEndpoint,
+        direction: Direction,
+    ) -> Result<Vec<Rule>, IrError> {
         let wep = self.index.endpoints[local.ep].wep;
         let mut out = Vec::with_capacity(wep.spec.profiles.len() + 1);
         for profile in &wep.spec.profiles {
             out.push(Rule::action(Action::Jump(profile_chain(profile, direction)?)));
         }
-        out.push(Rule::action(Action::Drop).counter().comment(comment("no profile accepted the packet")?));
+        out.push(
+            Rule::action(Action::Drop)
+                .counter()
+                .comment(comment("no profile accepted the packet")?),
+        );
         Ok(out)
     }
 
@@ -244,7 +267,9 @@ impl<'m> Planner<'m> {
         let mut out = Vec::new();
         if let Some(mac) = spec.mac.as_deref() {
             match mac.parse::<MacAddr>() {
-                Ok(mac) => out.push(Rule::new().with(Match::EtherSaddr { neg: true, mac }).then(Action::Drop)),
+                Ok(mac) => out.push(
+                    Rule::new().with(Match::EtherSaddr { neg: true, mac }).then(Action::Drop),
+                ),
                 Err(e) => self.warn(key, format!("spec.mac: {e}; source MAC not checked")),
             }
         }
@@ -252,11 +277,14 @@ impl<'m> Planner<'m> {
         for prefix in &spec.allow_spoofed_source_prefixes {
             match datastore::model::parse_cidr_or_ip(prefix) {
                 Some((_, net)) => sources.push(net),
-                None => self.warn(key, format!("allowSpoofedSourcePrefixes: {prefix:?} is not a CIDR")),
+                None => {
+                    self.warn(key, format!("allowSpoofedSourcePrefixes: {prefix:?} is not a CIDR"));
+                }
             }
         }
         for family in [Family::V4, Family::V6] {
-            let mine: Vec<IpNet> = sources.iter().filter(|n| Family::of(n) == family).copied().collect();
+            let mine: Vec<IpNet> =
+                sources.iter().filter(|n| Family::of(n) == family).copied().collect();
             let rule = match self.nets_match(&mine, Dir::Src, true)? {
                 Some(m) => Rule::new().with(m).then(Action::Drop),
                 // No address of this family: anything the workload sends in it is spoofed.
@@ -275,7 +303,8 @@ impl<'m> Planner<'m> {
         let unknown = || -> Result<Rule, IrError> {
             Ok(Rule::action(Action::Drop).counter().comment(comment("unknown interface")?))
         };
-        let from_dispatch = Rule::action(Action::Vmap { key: VmapKey::Iifname, map: from_wl.clone() });
+        let from_dispatch =
+            Rule::action(Action::Vmap { key: VmapKey::Iifname, map: from_wl.clone() });
         let to_dispatch = Rule::action(Action::Vmap { key: VmapKey::Oifname, map: to_wl });
 
         rs.add_chain(
@@ -297,17 +326,28 @@ impl<'m> Planner<'m> {
 
         let wl_to_host = names::fixed(names::WL_TO_HOST)?;
         rs.add_chain(
-            Chain::base(names::fixed(names::INPUT)?, BaseChain::filter(Hook::Input))
-                .rule(Rule::new().with(Match::iifname_prefix(prefix.clone())).then(Action::Goto(wl_to_host.clone()))),
+            Chain::base(names::fixed(names::INPUT)?, BaseChain::filter(Hook::Input)).rule(
+                Rule::new()
+                    .with(Match::iifname_prefix(prefix.clone()))
+                    .then(Action::Goto(wl_to_host.clone())),
+            ),
         )?;
         let mut chain = Chain::regular(wl_to_host);
         chain.push(ct_prelude()[0].clone());
         for ty in ICMPV6_LINK_TYPES {
-            chain.push(Rule::new().with(Match::IcmpType { family: Family::V6, neg: false, value: ty }).then(Action::Accept));
+            chain.push(
+                Rule::new()
+                    .with(Match::IcmpType { family: Family::V6, neg: false, value: ty })
+                    .then(Action::Accept),
+            );
         }
         match self.host.endpoint_to_host_action {
             EndpointToHostAction::Drop => {
-                chain.push(Rule::action(Action::Drop).counter().comment(comment("DefaultEndpointToHostAction Drop")?));
+                chain.push(
+                    Rule::action(Action::Drop)
+                        .counter()
+                        .comment(comment("DefaultEndpointToHostAction Drop")?),
+                );
             }
             // In nftables both hand the packet on: an accept in this table never overrides
             // another table's drop, which is what Felix's RETURN (to the host's own INPUT
@@ -322,12 +362,19 @@ impl<'m> Planner<'m> {
 
         let host_to_wl = names::fixed("host-to-wl")?;
         rs.add_chain(
-            Chain::base(names::fixed(names::OUTPUT)?, BaseChain::filter(Hook::Output))
-                .rule(Rule::new().with(Match::oifname_prefix(prefix)).then(Action::Goto(host_to_wl.clone()))),
+            Chain::base(names::fixed(names::OUTPUT)?, BaseChain::filter(Hook::Output)).rule(
+                Rule::new()
+                    .with(Match::oifname_prefix(prefix))
+                    .then(Action::Goto(host_to_wl.clone())),
+            ),
         )?;
         let mut chain = Chain::regular(host_to_wl);
         for ty in ICMPV6_LINK_TYPES {
-            chain.push(Rule::new().with(Match::IcmpType { family: Family::V6, neg: false, value: ty }).then(Action::Accept));
+            chain.push(
+                Rule::new()
+                    .with(Match::IcmpType { family: Family::V6, neg: false, value: ty })
+                    .then(Action::Accept),
+            );
         }
         chain.push(to_dispatch);
         chain.push(unknown()?);
@@ -336,7 +383,8 @@ impl<'m> Planner<'m> {
 
     /// Masquerade for traffic from `natOutgoing` pools to anywhere outside every pool.
     pub(super) fn nat_chain(&self, rs: &mut Ruleset) -> Result<(), IrError> {
-        let mut chain = Chain::base(names::fixed(names::POSTROUTING)?, BaseChain::nat(Hook::Postrouting));
+        let mut chain =
+            Chain::base(names::fixed(names::POSTROUTING)?, BaseChain::nat(Hook::Postrouting));
         let families = [
             (Family::V4, KeyType::Ipv4Addr, names::NAT_POOLS_V4, names::ALL_POOLS_V4),
             (Family::V6, KeyType::Ipv6Addr, names::NAT_POOLS_V6, names::ALL_POOLS_V6),

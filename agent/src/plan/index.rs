@@ -94,7 +94,8 @@ impl<'t> Simple<'t> {
     fn of(selector: &Selector, text: &'t str) -> Option<Self> {
         let is_key = |k: &str| {
             !k.is_empty()
-                && k.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-'))
+                && k.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '/' | '-'))
         };
         if let Some(key) = text.strip_prefix("has(").and_then(|r| r.strip_suffix(')')) {
             let rebuilt = Selector::has_label(key).ok().filter(|_| is_key(key))?;
@@ -196,7 +197,9 @@ impl<'m> Index<'m> {
             }
         } else {
             for group in &self.groups {
-                if in_scope(group) && selector.matches(&Layered(group.own, group.inherited.as_ref())) {
+                if in_scope(group)
+                    && selector.matches(&Layered(group.own, group.inherited.as_ref()))
+                {
                     add(group);
                 }
             }

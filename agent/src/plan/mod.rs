@@ -114,14 +114,11 @@ pub fn plan_ruleset(model: &ClusterModel, host: &HostInfo, config: &PlanConfig) 
 
 /// The desired table for `host`, with what was left out and why.
 pub fn plan(model: &ClusterModel, host: &HostInfo, config: &PlanConfig) -> Plan {
-    let t0 = std::time::Instant::now();
-    let index = index::Index::new(model);
-    if std::env::var_os("TABBY_PLAN_TIMING").is_some() { eprintln!("index {:?}", t0.elapsed()); }
     let mut planner = Planner {
         model,
         host,
         cfg: config,
-        index,
+        index: index::Index::new(model),
         sets: HashMap::new(),
         set_names: BTreeSet::new(),
         selectors: HashMap::default(),
@@ -188,27 +185,17 @@ impl Planner<'_> {
     }
 
     fn build(&mut self) -> Result<(Ruleset, usize), IrError> {
-        let t = std::time::Instant::now();
         let mut rs = Ruleset::new(self.cfg.table.clone());
         let policies = self.policy_views();
-        let t1 = t.elapsed();
         let locals = self.local_endpoints(&policies);
-        let t2 = t.elapsed();
         let policy_names = self.policy_chains(&mut rs, &policies, &locals)?;
-        let t3 = t.elapsed();
         let profiles = self.active_profiles(&locals);
         self.profile_chains(&mut rs, &profiles)?;
-        let t4 = t.elapsed();
         self.endpoint_chains(&mut rs, &locals, &policy_names)?;
         self.base_chains(&mut rs)?;
         self.nat_chain(&mut rs)?;
-        let t5 = t.elapsed();
         for (_, set) in self.sets.drain() {
             rs.add_set(set)?;
-        }
-        let t6 = t.elapsed();
-        if std::env::var_os("TABBY_PLAN_TIMING").is_some() {
-            eprintln!("views {t1:?} locals {t2:?} pol {t3:?} prof {t4:?} ep {t5:?} sets {t6:?}");
         }
         Ok((rs, locals.len()))
     }
@@ -231,7 +218,8 @@ impl Planner<'_> {
         while self.set_names.contains(&name) {
             // Two contents with one short hash: astronomically rare, but names must differ.
             salt += 1;
-            name = Name::new(format!("{prefix}{}", names::short_hash(&format!("{content}#{salt}"))))?;
+            name =
+                Name::new(format!("{prefix}{}", names::short_hash(&format!("{content}#{salt}"))))?;
         }
         self.set_names.insert(name.clone());
         let set = make(name.clone())?;

@@ -16,10 +16,10 @@
 use std::net::IpAddr;
 use std::rc::Rc;
 
+use datastore::model::Rule as CalicoRule;
 use datastore::model::{
     parse_cidr_or_ip, Action as CalicoAction, EntityRule, IcmpFields, Port, Protocol,
 };
-use datastore::model::Rule as CalicoRule;
 use datastore::selector::Selector;
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -27,8 +27,8 @@ use super::index::Scope;
 use super::names;
 use super::Planner;
 use crate::nft::ir::{
-    AddrTarget, Action, Dir, Elem, Family, IrError, KeyType, Match, Name, PortRange, Ports,
-    Protos, Rule, Set, VmapKey,
+    Action, AddrTarget, Dir, Elem, Family, IrError, KeyType, Match, Name, PortRange, Ports, Protos,
+    Rule, Set, VmapKey,
 };
 
 /// Which way a rule list looks at traffic, seen from the endpoint it protects.
@@ -134,8 +134,8 @@ impl<'m> Planner<'m> {
             if let Some(f) = family {
                 // A rule of one family must say so, unless an address or ICMP protocol match
                 // does already (a family-split rule whose negated set is empty has none).
-                let implied = !addr.is_empty()
-                    || rule.protocol.is_some_and(|p| p.is_icmp() || p.is_icmpv6());
+                let implied =
+                    !addr.is_empty() || rule.protocol.is_some_and(|p| p.is_icmp() || p.is_icmpv6());
                 if !implied {
                     base.push(Match::NfProto(f));
                 }
@@ -167,7 +167,11 @@ impl<'m> Planner<'m> {
     }
 
     /// Protocol, port and ICMP matches. `None`: the rule can match nothing.
-    fn common_matches(&mut self, rule: &CalicoRule, place: &str) -> Result<Option<Common>, IrError> {
+    fn common_matches(
+        &mut self,
+        rule: &CalicoRule,
+        place: &str,
+    ) -> Result<Option<Common>, IrError> {
         let mut l4 = Vec::new();
         if let Some(p) = rule.protocol {
             l4.push(Match::L4Proto { neg: false, protos: Protos::one(p.number()) });
@@ -266,7 +270,9 @@ impl<'m> Planner<'m> {
                 return Ok(false);
             };
             match self.selector_set(scope, &selector, family)? {
-                Some(set) => out.push(Match::Addr { family, dir, neg, target: AddrTarget::Set(set) }),
+                Some(set) => {
+                    out.push(Match::Addr { family, dir, neg, target: AddrTarget::Set(set) });
+                }
                 None if neg => {}
                 None => return Ok(false),
             }
@@ -392,7 +398,11 @@ fn unsupported(rule: &CalicoRule) -> Option<&'static str> {
         return Some("an HTTP match");
     }
     for entity in [&rule.source, &rule.destination] {
-        if entity.service_accounts.as_ref().is_some_and(|sa| !sa.names.is_empty() || sa.selector.is_some()) {
+        if entity
+            .service_accounts
+            .as_ref()
+            .is_some_and(|sa| !sa.names.is_empty() || sa.selector.is_some())
+        {
             return Some("a service account match");
         }
         if entity.namespace_selector.as_deref().is_some_and(|s| !s.trim().is_empty()) {

@@ -2,6 +2,9 @@
 //! family splitting, active-only chains, name limits. Whole-table layouts are covered by the
 //! golden files (`tests/plan_golden.rs`).
 
+// Fixture builders take `json!` literals by value, which reads best at the call sites.
+#![allow(clippy::needless_pass_by_value)]
+
 use datastore::client::Kv;
 use datastore::keys::KeyLayout;
 use datastore::model::parse_resource;
@@ -76,10 +79,13 @@ fn selector_sets_see_labels_inherited_from_profiles() {
         // The first profile naming a key wins; the endpoint's own label beats both.
         profile("first", json!({"labelsToApply": {"tier": "gold", "db-users": ""}})),
         profile("second", json!({"labelsToApply": {"tier": "silver"}})),
-        profile("guard", json!({"ingress": [
-            {"action": "Allow", "source": {"selector": "tier == 'gold'"}},
-            {"action": "Allow", "source": {"selector": "has(db-users)"}},
-        ]})),
+        profile(
+            "guard",
+            json!({"ingress": [
+                {"action": "Allow", "source": {"selector": "tier == 'gold'"}},
+                {"action": "Allow", "source": {"selector": "has(db-users)"}},
+            ]}),
+        ),
         wep("h1", "local", &["10.0.0.1/32"], &["guard"], json!({})),
         wep("h2", "a", &["10.0.1.1/32"], &["first", "second"], json!({})),
         wep("h2", "b", &["10.0.1.2/32"], &["second", "first"], json!({})),
@@ -99,14 +105,23 @@ fn selector_sets_see_labels_inherited_from_profiles() {
 #[test]
 fn policies_apply_in_order_then_name_and_unordered_last() {
     let mut resources = vec![wep("h1", "x", &["10.0.0.1/32"], &[], json!({"app": "x"}))];
-    for (name, order) in [("none", None), ("five", Some(5.0)), ("b-one", Some(1.0)), ("a-one", Some(1.0)), ("neg", Some(-2.5))] {
+    for (name, order) in [
+        ("none", None),
+        ("five", Some(5.0)),
+        ("b-one", Some(1.0)),
+        ("a-one", Some(1.0)),
+        ("neg", Some(-2.5)),
+    ] {
         let mut spec = json!({"selector": "app == 'x'", "types": ["Ingress"], "ingress": [{"action": "Allow"}]});
         if let Some(o) = order {
             spec["order"] = json!(o);
         }
         resources.push(gnp(name, spec));
     }
-    resources.push(gnp("elsewhere", json!({"order": 0, "selector": "app == 'y'", "ingress": [{"action": "Allow"}]})));
+    resources.push(gnp(
+        "elsewhere",
+        json!({"order": 0, "selector": "app == 'y'", "ingress": [{"action": "Allow"}]}),
+    ));
     let plan = run(&resources);
     assert_eq!(
         chain_rules(&plan, "tw-calix")[2..],
@@ -131,12 +146,15 @@ fn policies_apply_in_order_then_name_and_unordered_last() {
 #[test]
 fn selector_rules_split_per_family_and_keep_their_family() {
     let plan = run(&[
-        profile("p", json!({"ingress": [
-            {"action": "Allow", "protocol": "TCP", "source": {"selector": "has(peer)"}},
-            {"action": "Allow", "ipVersion": 6, "source": {"selector": "has(peer)"}},
-            {"action": "Deny", "source": {"notSelector": "has(peer)"}},
-            {"action": "Allow", "source": {"selector": "has(nobody)"}},
-        ]})),
+        profile(
+            "p",
+            json!({"ingress": [
+                {"action": "Allow", "protocol": "TCP", "source": {"selector": "has(peer)"}},
+                {"action": "Allow", "ipVersion": 6, "source": {"selector": "has(peer)"}},
+                {"action": "Deny", "source": {"notSelector": "has(peer)"}},
+                {"action": "Allow", "source": {"selector": "has(nobody)"}},
+            ]}),
+        ),
         wep("h1", "l", &["10.0.0.1/32"], &["p"], json!({})),
         wep("h2", "peer", &["10.0.1.1/32", "fd00::1/128"], &[], json!({"peer": ""})),
         wep("h2", "peer4", &["10.0.1.2/32"], &[], json!({"peer": ""})),
@@ -161,7 +179,10 @@ fn selector_rules_split_per_family_and_keep_their_family() {
 #[test]
 fn an_empty_negated_set_keeps_the_rule_in_its_family() {
     let plan = run(&[
-        profile("p", json!({"ingress": [{"action": "Deny", "source": {"notSelector": "has(peer)"}}]})),
+        profile(
+            "p",
+            json!({"ingress": [{"action": "Deny", "source": {"notSelector": "has(peer)"}}]}),
+        ),
         wep("h1", "l", &["10.0.0.1/32"], &["p"], json!({})),
         wep("h2", "peer", &["10.0.1.1/32"], &[], json!({"peer": ""})),
     ]);
@@ -193,11 +214,14 @@ fn only_profiles_of_local_endpoints_get_chains_and_long_names_are_cut() {
 #[test]
 fn unenforceable_rules_are_left_out_with_a_warning() {
     let plan = run(&[
-        profile("p", json!({"ingress": [
-            {"action": "Allow", "protocol": "TCP", "destination": {"ports": ["http"]}},
-            {"action": "Allow", "protocol": "TCP", "destination": {"ports": ["http", 8080]}},
-            {"action": "Allow", "http": {"methods": ["GET"]}},
-        ]})),
+        profile(
+            "p",
+            json!({"ingress": [
+                {"action": "Allow", "protocol": "TCP", "destination": {"ports": ["http"]}},
+                {"action": "Allow", "protocol": "TCP", "destination": {"ports": ["http", 8080]}},
+                {"action": "Allow", "http": {"methods": ["GET"]}},
+            ]}),
+        ),
         wep("h1", "l", &["10.0.0.1/32"], &["p"], json!({})),
     ]);
     assert_eq!(chain_rules(&plan, "pri-p"), ["meta l4proto tcp th dport 8080 accept"]);
@@ -229,10 +253,24 @@ fn indexed_selectors_agree_with_evaluating_every_endpoint() {
     ]);
     let mut index = index::Index::new(&model);
     let texts = [
-        "has(a)", "a == 'x'", "a == 'y'", "a == 'z'", "has(b)", "b == ''", "has(nope)",
-        "a == 'x' && has(b)", "!has(a)", "a != 'x'", "has(a) || b == 'y'", "all()",
-        "c == 'has.a'", "a in {'x', 'z'}", "a == 'x' && b == 'y'", "has(a) && a == 'x'",
-        "a == 'x' || a == 'y'", "has(a) && has(b)",
+        "has(a)",
+        "a == 'x'",
+        "a == 'y'",
+        "a == 'z'",
+        "has(b)",
+        "b == ''",
+        "has(nope)",
+        "a == 'x' && has(b)",
+        "!has(a)",
+        "a != 'x'",
+        "has(a) || b == 'y'",
+        "all()",
+        "c == 'has.a'",
+        "a in {'x', 'z'}",
+        "a == 'x' && b == 'y'",
+        "has(a) && a == 'x'",
+        "a == 'x' || a == 'y'",
+        "has(a) && has(b)",
     ];
     for text in texts {
         let selector = Selector::parse(text).expect("selector");
@@ -258,4 +296,21 @@ fn indexed_selectors_agree_with_evaluating_every_endpoint() {
     let s = Selector::parse("a == 'x'").expect("selector");
     let x = index.members(index::Scope::Cluster, &s, &s.to_string());
     assert_eq!(x.v4.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.1", "10.0.0.5"]);
+}
+
+#[test]
+fn pass_in_a_profile_hands_over_to_the_next_profile() {
+    let plan = run(&[
+        profile(
+            "first",
+            json!({"ingress": [
+                {"action": "Pass", "protocol": "TCP"},
+                {"action": "Allow"},
+            ]}),
+        ),
+        profile("second", json!({"ingress": [{"action": "Allow", "protocol": "UDP"}]})),
+        wep("h1", "l", &["10.0.0.1/32"], &["first", "second"], json!({})),
+    ]);
+    assert_eq!(chain_rules(&plan, "pri-first"), ["meta l4proto tcp return", "accept"]);
+    assert!(plan.ruleset.map("to-wl-pass").is_none(), "profiles need no pass map");
 }
