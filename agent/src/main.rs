@@ -3,6 +3,7 @@
 //! Exit codes: 0 stopped on request (or `--once` programmed the dataplane), 1 the agent
 //! failed, 2 the configuration is invalid.
 
+#![forbid(unsafe_code)]
 use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::Duration;

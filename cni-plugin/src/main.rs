@@ -1,6 +1,7 @@
 //! `tabby`: the CNI plugin binary. Reads the `CNI_*` environment and the network config on
 //! stdin, runs the verb, and prints exactly one JSON document (result or error) on stdout.
 
+#![forbid(unsafe_code)]
 use std::io::{Read, Write};
 use std::process::ExitCode;
 

@@ -1,6 +1,7 @@
 //! `tabbyctl`: parses the command line (usage errors exit 2), runs it, and maps errors to
 //! exit status 1 with the message on stderr.
 
+#![forbid(unsafe_code)]
 use std::io::Write;
 use std::process::ExitCode;
 

@@ -1,6 +1,7 @@
 //! `tabby-ipam`: the CNI IPAM plugin other plugins delegate to (`"ipam": {"type":
 //! "tabby-ipam"}`), over the same etcd allocator `tabby` runs in-process.
 
+#![forbid(unsafe_code)]
 use std::io::{Read, Write};
 use std::process::ExitCode;
 
