@@ -33,6 +33,32 @@ pub struct Outcome {
     pub success: bool,
 }
 
+/// The whole life of a plugin process, shared by `tabby` and `tabby-ipam`: reads stdin, runs
+/// `run` on the process environment, prints exactly one JSON document on stdout and turns the
+/// outcome into the exit status.
+pub fn process_main(name: &str, run: fn(&RawEnv, &[u8]) -> Outcome) -> std::process::ExitCode {
+    use std::io::{Read, Write};
+
+    let mut stdin = Vec::new();
+    // An unreadable stdin is treated as empty: VERSION needs none, and every other verb then
+    // fails config decoding (code 6) with a proper error reply.
+    if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
+        eprintln!("{name}: cannot read stdin: {e}");
+        stdin.clear();
+    }
+    let outcome = run(&RawEnv::from_process(), &stdin);
+    if let Some(json) = outcome.stdout {
+        let mut out = std::io::stdout().lock();
+        // Nothing sensible is left to do if stdout is gone; the exit status still tells.
+        let _ = writeln!(out, "{json}").and_then(|()| out.flush());
+    }
+    if outcome.success {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
 /// Runs one invocation of the `tabby` plugin to completion.
 pub fn run(env: &RawEnv, stdin: &[u8]) -> Outcome {
     run_with(env, stdin, dispatch)
