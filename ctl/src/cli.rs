@@ -1,7 +1,5 @@
 //! The command line, declared once for parsing, shell completions and the man page.
 
-use std::path::PathBuf;
-
 use clap::{Args, Parser, Subcommand};
 use clap_complete::Shell;
 
@@ -25,25 +23,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Where etcd is: the flags every tabby binary takes, with Calico's environment names.
-#[derive(Debug, Clone, Args)]
-pub struct EtcdArgs {
-    /// etcd client URLs, comma separated [default: http://127.0.0.1:2379]
-    #[arg(long, env = "ETCD_ENDPOINTS", global = true, value_name = "URLS")]
-    pub etcd_endpoints: Option<String>,
-    /// CA certificate that signed etcd's certificate (for https endpoints)
-    #[arg(long, env = "ETCD_CA_CERT_FILE", global = true, value_name = "FILE")]
-    pub etcd_ca_cert_file: Option<PathBuf>,
-    /// Client certificate for etcd
-    #[arg(long, env = "ETCD_CERT_FILE", global = true, value_name = "FILE")]
-    pub etcd_cert_file: Option<PathBuf>,
-    /// Key of the client certificate
-    #[arg(long, env = "ETCD_KEY_FILE", global = true, value_name = "FILE")]
-    pub etcd_key_file: Option<PathBuf>,
-    /// Key prefix of tabby's data in etcd
-    #[arg(long, env = "TABBY_ETCD_PREFIX", global = true, default_value = "/calico")]
-    pub etcd_prefix: String,
-}
+pub use datastore::cli::EtcdArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -3,7 +3,7 @@
 
 use std::time::SystemTime;
 
-use datastore::client::{Client, EtcdConfig, Kv};
+use datastore::client::{Client, Kv};
 use datastore::keys::{KeyLayout, Kind};
 use datastore::model::{parse_resource, AnyResource};
 
@@ -23,24 +23,11 @@ pub struct Store {
 impl Store {
     /// Validates the flags (errors name the setting) and connects.
     pub async fn connect(args: &EtcdArgs) -> Result<Store, CtlError> {
-        let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
-        let (endpoints, ca, cert, key) = (
-            args.etcd_endpoints.clone(),
-            path(&args.etcd_ca_cert_file),
-            path(&args.etcd_cert_file),
-            path(&args.etcd_key_file),
-        );
-        let config = EtcdConfig::from_lookup(|name| match name {
-            "ETCD_ENDPOINTS" => endpoints.clone(),
-            "ETCD_CA_CERT_FILE" => ca.clone(),
-            "ETCD_CERT_FILE" => cert.clone(),
-            "ETCD_KEY_FILE" => key.clone(),
-            _ => None,
-        })
-        .map_err(CtlError::etcd("invalid etcd settings"))?;
+        let config = args.config().map_err(|e| CtlError::Invalid(e.to_string()))?;
+        let layout = args.key_layout().map_err(|e| CtlError::Invalid(e.to_string()))?;
         let client =
             Client::connect(&config).await.map_err(CtlError::etcd("cannot connect to etcd"))?;
-        Ok(Store { client, layout: KeyLayout::new(args.etcd_prefix.clone()) })
+        Ok(Store { client, layout })
     }
 
     /// The key `resource` is stored under.

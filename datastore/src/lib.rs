@@ -5,6 +5,8 @@
 //! IPAM, the agent and `tabbyctl` agree on one shape of the data.
 
 #![forbid(unsafe_code)]
+#[cfg(feature = "cli")]
+pub mod cli;
 pub mod client;
 pub mod keys;
 pub mod model;

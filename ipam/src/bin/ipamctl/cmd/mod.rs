@@ -8,10 +8,10 @@ mod pool;
 mod release;
 mod show;
 
-use datastore::client::{Client, EtcdConfig, DEFAULT_ENDPOINT};
+use datastore::client::Client;
 use datastore::keys::KeyLayout;
 
-use crate::cli::{Cli, Command, ConfigCommand, EtcdArgs, Format, PoolCommand};
+use crate::cli::{Cli, Command, ConfigCommand, Format, PoolCommand};
 use crate::error::CliError;
 use crate::output::Progress;
 
@@ -73,8 +73,9 @@ impl Action {
 /// Runs one command line to its end.
 pub async fn run(cli: Cli) -> Result<Status, CliError> {
     let action = Action::parse(cli.command)?;
-    let config = etcd_config(&cli.etcd)?;
-    let keys = key_layout(&cli.etcd.etcd_prefix)?;
+    let invalid = |e: datastore::cli::EtcdArgsError| CliError::invalid(e.flag, e.value, e.reason);
+    let config = cli.etcd.config().map_err(invalid)?;
+    let keys = cli.etcd.key_layout().map_err(invalid)?;
     let client = Client::connect(&config).await?;
     let mut ctx = Ctx { client, keys, format: cli.output, progress: Progress::new() };
     match action {
@@ -91,49 +92,6 @@ pub async fn run(cli: Cli) -> Result<Status, CliError> {
         Action::ConfigShow => config::show(&ctx).await,
         Action::ConfigSet(change) => config::set(&ctx, &change).await,
     }
-}
-
-fn etcd_config(args: &EtcdArgs) -> Result<EtcdConfig, CliError> {
-    let endpoints: Vec<String> = match &args.etcd_endpoints {
-        Some(list) => {
-            list.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect()
-        }
-        None => vec![DEFAULT_ENDPOINT.to_string()],
-    };
-    let config = EtcdConfig {
-        ca_file: args.etcd_ca_cert_file.clone(),
-        cert_file: args.etcd_cert_file.clone(),
-        key_file: args.etcd_key_file.clone(),
-        ..EtcdConfig::new(endpoints)
-    };
-    config.validate().map_err(|e| match e {
-        datastore::client::Error::Config { field, reason } => {
-            let (arg, value) = match field.as_str() {
-                "ca_file" => ("--etcd-ca-cert-file", path_text(args.etcd_ca_cert_file.as_ref())),
-                "cert_file" => ("--etcd-cert-file", path_text(args.etcd_cert_file.as_ref())),
-                "key_file" => ("--etcd-key-file", path_text(args.etcd_key_file.as_ref())),
-                _ => ("--etcd-endpoints", args.etcd_endpoints.clone().unwrap_or_default()),
-            };
-            CliError::invalid(arg, value, reason)
-        }
-        other => CliError::Etcd(other),
-    })?;
-    Ok(config)
-}
-
-fn path_text(path: Option<&std::path::PathBuf>) -> String {
-    path.map(|p| p.display().to_string()).unwrap_or_default()
-}
-
-fn key_layout(prefix: &str) -> Result<KeyLayout, CliError> {
-    if !prefix.starts_with('/') || prefix.trim_end_matches('/').is_empty() {
-        return Err(CliError::invalid(
-            "--etcd-prefix",
-            prefix,
-            "must be an absolute key prefix such as /calico",
-        ));
-    }
-    Ok(KeyLayout::new(prefix))
 }
 
 /// Parses an address given on the command line; `arg` names the flag in the error.
@@ -161,8 +119,5 @@ mod tests {
         assert!(err.contains("--ip") && err.contains("10.0.0.300"), "{err}");
         let err = parse_ip("--ip", "10.0.0.0/24").unwrap_err().to_string();
         assert!(err.contains("not a CIDR"), "{err}");
-        assert!(key_layout("calico").is_err());
-        assert!(key_layout("/").is_err());
-        assert_eq!(key_layout("/t/").unwrap().prefix(), "/t");
     }
 }
