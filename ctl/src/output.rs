@@ -1,8 +1,6 @@
 //! What tabbyctl prints: aligned tables (like calicoctl's), YAML and JSON, and the `List`
 //! wrapper for several resources.
 
-use std::io::Write;
-
 use clap::ValueEnum;
 use datastore::keys::Kind;
 use datastore::model::API_VERSION;
@@ -90,13 +88,7 @@ pub fn list_document(kind: Kind, items: &[Value], revision: i64) -> Value {
 
 /// Writes to stdout. A closed pipe (`tabbyctl get … | head`) is not an error.
 pub fn emit(text: &str) -> Result<(), CtlError> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(CtlError::Output(e.to_string()))
-        }
-        _ => Ok(()),
-    }
+    datastore::cli::emit_stdout(text).map_err(|e| CtlError::Output(e.to_string()))
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::client::{Error, EtcdConfig, DEFAULT_ENDPOINT};
+use crate::client::{endpoint_list, Error, EtcdConfig};
 use crate::keys::KeyLayout;
 
 /// Where etcd is: the flags every tabby binary takes, with Calico's environment names.
@@ -49,15 +49,7 @@ pub struct EtcdArgsError {
 impl EtcdArgs {
     /// The validated client configuration these flags describe.
     pub fn config(&self) -> Result<EtcdConfig, EtcdArgsError> {
-        let endpoints: Vec<String> = match &self.etcd_endpoints {
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .map(str::to_string)
-                .collect(),
-            None => vec![DEFAULT_ENDPOINT.to_string()],
-        };
+        let endpoints = endpoint_list(self.etcd_endpoints.as_deref());
         let config = EtcdConfig {
             ca_file: self.etcd_ca_cert_file.clone(),
             cert_file: self.etcd_cert_file.clone(),
@@ -104,9 +96,21 @@ impl EtcdArgs {
     }
 }
 
+/// Writes a command's output to stdout. A closed pipe (`tabbyctl get … | head`) is not an
+/// error: the reader has all it wanted.
+pub fn emit_stdout(text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::DEFAULT_ENDPOINT;
 
     fn args(endpoints: Option<&str>, prefix: &str) -> EtcdArgs {
         EtcdArgs {

@@ -66,15 +66,7 @@ impl EtcdConfig {
     /// [`EtcdConfig::from_env`] over any variable source (tests, config files).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
         let get = |name: &str| lookup(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
-        let endpoints = match get("ETCD_ENDPOINTS") {
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|e| !e.is_empty())
-                .map(str::to_string)
-                .collect(),
-            None => vec![DEFAULT_ENDPOINT.to_string()],
-        };
+        let endpoints = endpoint_list(get("ETCD_ENDPOINTS").as_deref());
         let config = EtcdConfig {
             ca_file: get("ETCD_CA_CERT_FILE").map(PathBuf::from),
             cert_file: get("ETCD_CERT_FILE").map(PathBuf::from),
@@ -197,6 +189,17 @@ fn env_name(field: &str) -> String {
         other => other,
     }
     .to_string()
+}
+
+/// The endpoints of a comma-separated list as flags and `ETCD_ENDPOINTS` give them (blanks
+/// dropped); no list means the default endpoint.
+pub fn endpoint_list(list: Option<&str>) -> Vec<String> {
+    match list {
+        Some(list) => {
+            list.split(',').map(str::trim).filter(|e| !e.is_empty()).map(str::to_string).collect()
+        }
+        None => vec![DEFAULT_ENDPOINT.to_string()],
+    }
 }
 
 #[cfg(test)]

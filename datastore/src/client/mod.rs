@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use etcd_client::{ConnectOptions, GetOptions, KvClient, Txn, TxnOp, TxnOpResponse};
 use serde::de::DeserializeOwned;
 
-pub use config::{EtcdConfig, DEFAULT_ENDPOINT};
+pub use config::{endpoint_list, EtcdConfig, DEFAULT_ENDPOINT};
 pub use error::Error;
 pub use types::{Cmp, KeyListing, Kv, Listing, MemberStatus, Op, Read, Stored, TxnOutcome};
 

@@ -117,13 +117,7 @@ pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Result<String, CliError> {
 
 /// Writes to stdout. A closed pipe (`ipamctl show | head`) is not an error.
 pub fn emit(text: &str) -> Result<(), CliError> {
-    let mut stdout = std::io::stdout().lock();
-    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
-        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
-            Err(CliError::Output(e.to_string()))
-        }
-        _ => Ok(()),
-    }
+    datastore::cli::emit_stdout(text).map_err(|e| CliError::Output(e.to_string()))
 }
 
 /// Progress of a long scan, on stderr, shown only when stderr is a terminal.
