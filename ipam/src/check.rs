@@ -227,7 +227,8 @@ pub fn analyse(inv: &Inventory) -> Report {
             let backed = endpoint_ips.contains(&a.ip)
                 || container.is_some_and(|c| endpoint_containers.contains(c.as_str()))
                 || (is_tunnel(&a)
-                    && a.attrs.get(attr::NODE).is_some_and(|n| inv.nodes.contains(n)));
+                    && a.attrs.get(attr::NODE).is_some_and(|n| inv.nodes.contains(n)))
+                || a.attrs.get(attr::TYPE).is_some_and(|t| t == attr::TYPE_IPAM_PLUGIN);
             if !backed {
                 r.leaked.push(Leak {
                     ip: a.ip,

@@ -244,3 +244,46 @@ async fn blocks_of_gone_hosts_and_missing_affinities_are_repaired() {
     let r = a.assign(&request("net.b.eth0", 1, 0)).await.unwrap();
     assert!(a_block.contains(&r.v4[0].addr()));
 }
+
+/// Addresses `tabby-ipam` hands out under another plugin have no workload endpoint by design;
+/// `check` must not call them leaked and `gc` must never release them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipam_plugin_addresses_are_never_collected() {
+    let env = Env::new().await;
+    env.add_pool("p", "10.96.0.0/16", None).await;
+    env.put_node("n1", &[]).await;
+    let a = env.allocator("n1");
+    let mut plugin_attrs = attrs("n1", "chained", OLD);
+    plugin_attrs.insert(ipam::attr::TYPE.into(), ipam::attr::TYPE_IPAM_PLUGIN.into());
+    let chained = a
+        .assign(&ipam::AssignRequest { attrs: plugin_attrs, ..request("net.chained.eth0", 1, 0) })
+        .await
+        .unwrap()
+        .v4[0]
+        .addr();
+    // The same situation without the mark is a leak: the control that the test can fail.
+    let stray = a
+        .assign(&ipam::AssignRequest {
+            attrs: attrs("n1", "stray", OLD),
+            ..request("net.stray.eth0", 1, 0)
+        })
+        .await
+        .unwrap()
+        .v4[0]
+        .addr();
+
+    let report = env.check().await;
+    let leaked: Vec<_> = report.leaked.iter().map(|l| l.ip).collect();
+    assert_eq!(leaked, vec![stray], "{report:#?}");
+
+    let opts = GcOptions {
+        grace: Duration::ZERO,
+        dry_run: false,
+        this_node: Some("n1".into()),
+        netns_alive: &no_netns,
+        now: SystemTime::now() + Duration::from_hours(1),
+    };
+    let done = gc(&env.client, &env.keys, &opts).await.unwrap();
+    assert_eq!(done.released, vec![stray]);
+    assert!(a.get_assignment(chained).await.unwrap().is_some(), "gc released a live address");
+}

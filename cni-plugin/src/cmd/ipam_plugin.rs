@@ -88,7 +88,7 @@ fn allocator_for(conf: &NetConf) -> Result<InProcess, Error> {
     let parsed = InProcessConf::parse(ipam, conf)?;
     let session = Session::for_conf(conf, true)?
         .ok_or_else(|| Error::config("etcd_endpoints", "tabby-ipam needs the datastore"))?;
-    Ok(InProcess::new(parsed, session, &conf.name))
+    Ok(InProcess::new(parsed, session, &conf.name).standalone())
 }
 
 fn gateway(ip: IpAddr) -> IpAddr {

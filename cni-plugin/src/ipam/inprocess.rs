@@ -100,12 +100,27 @@ pub struct InProcess {
     conf: InProcessConf,
     session: Session,
     network: String,
+    /// Running as the stand-alone `tabby-ipam` plugin: no endpoint backs the addresses.
+    standalone: bool,
     allocator: OnceCell<Allocator>,
 }
 
 impl InProcess {
     pub fn new(conf: InProcessConf, session: Session, network: &str) -> InProcess {
-        InProcess { conf, session, network: network.to_owned(), allocator: OnceCell::new() }
+        InProcess {
+            conf,
+            session,
+            network: network.to_owned(),
+            standalone: false,
+            allocator: OnceCell::new(),
+        }
+    }
+
+    /// Marks this allocator as the stand-alone `tabby-ipam` plugin: its allocations carry
+    /// `type: cniIpamPluginAddress`, so `ipamctl check`/`gc` leave them to the runtime.
+    pub fn standalone(mut self) -> InProcess {
+        self.standalone = true;
+        self
     }
 
     pub fn conf(&self) -> &InProcessConf {
@@ -143,11 +158,14 @@ impl InProcess {
     /// asked for specific addresses, else one per enabled family. All or nothing.
     pub async fn add(&self, req: &IpamRequest<'_>) -> Result<Vec<IpNet>, Error> {
         let handle = self.handle(req.container_id.as_str(), req.ifname.as_str());
-        let attrs = Attrs::from([
+        let mut attrs = Attrs::from([
             (attr::CONTAINER_ID.to_owned(), req.container_id.to_string()),
             (attr::INTERFACE.to_owned(), req.ifname.to_string()),
             (attr::NETWORK.to_owned(), self.network.clone()),
         ]);
+        if self.standalone {
+            attrs.insert(attr::TYPE.to_owned(), attr::TYPE_IPAM_PLUGIN.to_owned());
+        }
         let requested = requested_ips(req);
         self.session
             .bounded("assign addresses", async {

@@ -44,6 +44,10 @@ pub mod attr {
     pub const NETWORK: &str = "network";
     /// Calico marks tunnel addresses with `type` (`ipipTunnelAddress`, ...).
     pub const TYPE: &str = "type";
+    /// `type` of an address handed out by the stand-alone `tabby-ipam` plugin under another
+    /// plugin: no workload endpoint will ever back it, and its lifetime belongs to the runtime
+    /// (CNI DEL and GC), so `check` and `gc` must never take it for a leak.
+    pub const TYPE_IPAM_PLUGIN: &str = "cniIpamPluginAddress";
 }
 
 /// Tuning of an [`Allocator`]; `Default` gives production values.
