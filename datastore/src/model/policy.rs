@@ -106,6 +106,21 @@ fn check_types(types: &[PolicyType]) -> Result<(), ModelError> {
     Ok(())
 }
 
+/// Both policy kinds word a bad name the same way; only the rule that accepts one differs.
+fn check_policy_name(name: &str, valid: fn(&str) -> bool) -> Result<(), ModelError> {
+    if valid(name) {
+        Ok(())
+    } else {
+        Err(ModelError::invalid(
+            "metadata.name",
+            format!(
+                "{name:?} is not a valid policy name: a DNS-1123 label, optionally prefixed by \
+                 '<tier>.'"
+            ),
+        ))
+    }
+}
+
 fn check_tier(tier: Option<&String>) -> Result<(), ModelError> {
     match tier {
         Some(t) if !super::validate::is_dns1123_label(t) => Err(ModelError::invalid(
@@ -128,17 +143,7 @@ impl Spec for NetworkPolicySpec {
     }
 
     fn check_name(name: &str) -> Result<(), ModelError> {
-        if is_network_policy_name(name) {
-            Ok(())
-        } else {
-            Err(ModelError::invalid(
-                "metadata.name",
-                format!(
-                    "{name:?} is not a valid policy name: a DNS-1123 label, optionally \
-                     prefixed by '<tier>.'"
-                ),
-            ))
-        }
+        check_policy_name(name, is_network_policy_name)
     }
 
     fn into_any(resource: Resource<Self>) -> AnyResource {
@@ -177,17 +182,7 @@ impl Spec for GlobalNetworkPolicySpec {
     }
 
     fn check_name(name: &str) -> Result<(), ModelError> {
-        if is_global_network_policy_name(name) {
-            Ok(())
-        } else {
-            Err(ModelError::invalid(
-                "metadata.name",
-                format!(
-                    "{name:?} is not a valid policy name: a DNS-1123 label, optionally \
-                     prefixed by '<tier>.'"
-                ),
-            ))
-        }
+        check_policy_name(name, is_global_network_policy_name)
     }
 
     fn into_any(resource: Resource<Self>) -> AnyResource {

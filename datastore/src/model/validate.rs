@@ -52,8 +52,7 @@ pub(crate) fn is_network_policy_name(s: &str) -> bool {
     if let Some(rest) = s.strip_prefix("knp.default.").or_else(|| s.strip_prefix("ossg.default.")) {
         return is_dns1123_subdomain(rest);
     }
-    let labels: Vec<&str> = s.split('.').collect();
-    labels.len() <= 2 && labels.iter().all(|l| is_label_shape(l))
+    is_global_network_policy_name(s)
 }
 
 /// Calico's rule for GlobalNetworkPolicy names: a label, optionally `tier.` in front.
