@@ -10,7 +10,6 @@
 
 use std::cell::Cell;
 use std::fmt::Write as _;
-use std::fs::File;
 use std::time::{Duration, Instant};
 
 use agent::dataplane::Dataplane;
@@ -22,7 +21,6 @@ use datastore::client::Kv;
 use datastore::keys::KeyLayout;
 use datastore::model::parse_resource;
 use datastore::watch::WatchEvent;
-use nix::sched::{setns, CloneFlags};
 use serde_json::{json, Value};
 use testkit::Netns;
 
@@ -87,7 +85,7 @@ fn main() {
     );
     drop(planned);
 
-    let mut dp = in_netns(&ns, || NftDataplane::with_config(config.clone()).expect("dataplane"));
+    let mut dp = ns.enter(|| NftDataplane::with_config(config.clone()).expect("dataplane"));
     let t = Instant::now();
     let report = dp.apply(&model, &host).expect("cold apply");
     let cold = t.elapsed();
@@ -168,19 +166,6 @@ fn main() {
     );
     let _ = writeln!(out, "\nCommand (as root): `{COMMAND}`");
     println!("{out}");
-}
-
-fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    let path = ns.path();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let file = File::open(&path).expect("open netns");
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
-            f()
-        })
-        .join()
-        .expect("netns thread panicked")
-    })
 }
 
 /// Profile `i`: web ports from anyone, everything from its own members, a database port

@@ -5,7 +5,6 @@
 
 mod nft_example;
 
-use std::fs::File;
 use std::io::Write as _;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Stdio;
@@ -17,28 +16,12 @@ use agent::nft::ir::{
 };
 use agent::nft::{render_replace, Applier, ApplyError};
 use nft_example::{established, ifname, name, net, rich, tcp_dport};
-use nix::sched::{setns, CloneFlags};
 use serde_json::Value;
 use testkit::Netns;
 
-/// Runs `f` on a thread that entered `ns`'s network namespace (the test's own threads stay
-/// where they are).
-fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    let path = ns.path();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let file = File::open(&path).expect("open netns");
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns into the test namespace");
-            f()
-        })
-        .join()
-        .expect("netns thread panicked")
-    })
-}
-
 /// An applier whose socket lives in `ns`.
 fn applier_in(ns: &Netns) -> Applier {
-    in_netns(ns, || Applier::new().expect("open applier"))
+    ns.enter(|| Applier::new().expect("open applier"))
 }
 
 fn nft_ok(ns: &Netns, args: &[&str]) -> String {
@@ -370,7 +353,7 @@ fn pings(from: &Netns, to: &str) -> bool {
 
 fn connects(from: &Netns, to: &str) -> bool {
     let addr: SocketAddr = to.parse().expect("socket address");
-    in_netns(from, || TcpStream::connect_timeout(&addr, Duration::from_millis(800)).is_ok())
+    from.enter(|| TcpStream::connect_timeout(&addr, Duration::from_millis(800)).is_ok())
 }
 
 /// forward → dispatch by verdict map → per-endpoint chains; W2 accepts ICMP and TCP 8080.
@@ -438,7 +421,7 @@ fn verdict_map_dispatch_filters_real_packets() {
     // Before any rules everything flows (the test would prove nothing otherwise).
     assert!(pings(&t.w2, "10.91.1.2"), "no connectivity without rules");
 
-    let listeners: Vec<TcpListener> = in_netns(&t.w2, || {
+    let listeners: Vec<TcpListener> = t.w2.enter(|| {
         ["10.91.2.2:8080", "10.91.2.2:9090"]
             .iter()
             .map(|a| TcpListener::bind(a).expect("listen"))

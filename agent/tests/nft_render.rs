@@ -5,9 +5,8 @@
 
 mod nft_example;
 
-use std::io::Write as _;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use agent::nft::ir::{proto, Action, Chain, Comment, Dir, Family, Match, Ports, Rule, Ruleset};
 use agent::nft::{render, render_replace};
@@ -67,16 +66,7 @@ fn nft_check_mode_accepts_the_rendered_rich_ruleset() {
     testkit::require_root();
     let ns = testkit::Netns::new("render");
     let text = render_replace(&rich("tabby"));
-    let mut child = ns
-        .command("nft")
-        .args(["-c", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run nft");
-    child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write ruleset");
-    let out = child.wait_with_output().expect("nft finishes");
+    let out = ns.run_with_stdin("nft", ["-c", "-f", "-"], text.as_bytes());
     assert!(
         out.status.success(),
         "nft -c rejected the rendered ruleset: {}\n{text}",

@@ -7,9 +7,7 @@
 //! changed file by hand: they are the specification of the ruleset.
 
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use agent::host::HostInfo;
 use agent::model::ClusterModel;
@@ -127,16 +125,7 @@ fn golden_tables_pass_nft_check_mode() {
     let ns = Netns::new("plangold");
     for dir in case_dirs() {
         let text = rendered(&dir);
-        let mut child = ns
-            .command("nft")
-            .args(["-c", "-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run nft");
-        child.stdin.take().expect("stdin").write_all(text.as_bytes()).expect("write");
-        let out = child.wait_with_output().expect("nft finishes");
+        let out = ns.run_with_stdin("nft", ["-c", "-f", "-"], text.as_bytes());
         assert!(
             out.status.success(),
             "nft -c rejected {}: {}",

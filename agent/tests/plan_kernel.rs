@@ -10,7 +10,6 @@
 // Fixture builders take `json!` literals by value, which reads best at the call sites.
 #![allow(clippy::needless_pass_by_value)]
 
-use std::fs::File;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
@@ -22,26 +21,12 @@ use agent::plan::PlanConfig;
 use datastore::client::Kv;
 use datastore::keys::KeyLayout;
 use datastore::model::parse_resource;
-use nix::sched::{setns, CloneFlags};
 use serde_json::{json, Value};
 use testkit::Netns;
 
 const HOST_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 11);
 /// Long enough for a SYN and its answer on veths, short enough for many denied probes.
 const PROBE: Duration = Duration::from_millis(400);
-
-fn in_netns<T: Send>(ns: &Netns, f: impl FnOnce() -> T + Send) -> T {
-    let path = ns.path();
-    std::thread::scope(|s| {
-        s.spawn(move || {
-            let file = File::open(&path).expect("open netns");
-            setns(&file, CloneFlags::CLONE_NEWNET).expect("setns into the test namespace");
-            f()
-        })
-        .join()
-        .expect("netns thread panicked")
-    })
-}
 
 /// A workload: its namespace, host-side interface, address and MAC.
 struct Workload {
@@ -137,20 +122,20 @@ fn host(action: EndpointToHostAction) -> HostInfo {
 /// Listening TCP sockets on every port of `ports` in `ns` (the kernel completes handshakes
 /// into the backlog; nobody needs to accept).
 fn listen(ns: &Netns, ports: &[u16]) -> Vec<TcpListener> {
-    in_netns(ns, || {
+    ns.enter(|| {
         ports.iter().map(|p| TcpListener::bind(("0.0.0.0", *p)).expect("bind listener")).collect()
     })
 }
 
 fn tcp_ok(from: &Netns, to: Ipv4Addr, port: u16) -> bool {
-    in_netns(from, || TcpStream::connect_timeout(&SocketAddr::from((to, port)), PROBE).is_ok())
+    from.enter(|| TcpStream::connect_timeout(&SocketAddr::from((to, port)), PROBE).is_ok())
 }
 
 /// Whether a datagram from `src` in `from` reaches a socket bound in `to_ns` on `to`.
 fn udp_ok(from: &Netns, src: Ipv4Addr, to_ns: &Netns, to: Ipv4Addr, port: u16) -> bool {
-    let rx = in_netns(to_ns, || UdpSocket::bind((to, port)).expect("bind udp"));
+    let rx = to_ns.enter(|| UdpSocket::bind((to, port)).expect("bind udp"));
     rx.set_read_timeout(Some(PROBE)).expect("timeout");
-    in_netns(from, || {
+    from.enter(|| {
         let tx = UdpSocket::bind((src, 0)).expect("bind sender");
         tx.send_to(b"ping", (to, port)).expect("send");
     });
@@ -197,7 +182,7 @@ fn profiles_decide_between_local_workloads_in_both_directions() {
     let (web, app, db) = (lab.wl(0), lab.wl(1), lab.wl(2));
     let _l = [listen(&web.ns, &[80, 5000]), listen(&app.ns, &[5000]), listen(&db.ns, &[80, 3306])];
     let _h = listen(&lab.host, &[9000]);
-    let mut dp = in_netns(&lab.host, || {
+    let mut dp = lab.host.enter(|| {
         NftDataplane::with_config(PlanConfig::new("tabby").expect("config")).expect("dataplane")
     });
     let drop_host = host(EndpointToHostAction::Drop);
@@ -251,7 +236,7 @@ fn pass_goes_to_profiles_and_unmatched_policies_drop() {
         lab.wep(1, &["app"], json!({})),
         lab.wep(2, &["open"], json!({})),
     ];
-    let mut dp = in_netns(&lab.host, || {
+    let mut dp = lab.host.enter(|| {
         NftDataplane::with_config(PlanConfig::new("tabby").expect("config")).expect("dataplane")
     });
     apply(&mut dp, &model(&resources), &host(EndpointToHostAction::Drop));
@@ -286,7 +271,7 @@ fn unknown_workload_interfaces_are_dropped_and_resync_repairs_the_table() {
         lab.wep(0, &["open"], json!({})),
     ];
     let model = model(&resources);
-    let mut dp = in_netns(&lab.host, || {
+    let mut dp = lab.host.enter(|| {
         NftDataplane::with_config(PlanConfig::new("tabby").expect("config")).expect("dataplane")
     });
     let h = host(EndpointToHostAction::Drop);

@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeSet;
-use std::os::fd::AsFd;
 
 use agent::routes::{self, DesiredRoute, NetlinkRoutes, RouteTable};
 use testkit::Netns;
@@ -15,15 +14,10 @@ fn in_netns<T: Send + 'static>(
     ns: &Netns,
     f: impl FnOnce() -> std::pin::Pin<Box<dyn std::future::Future<Output = T>>> + Send + 'static,
 ) -> T {
-    let path = ns.path();
-    std::thread::spawn(move || {
-        let file = std::fs::File::open(&path).unwrap();
-        nix::sched::setns(file.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET).unwrap();
+    ns.enter(|| {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         runtime.block_on(f())
     })
-    .join()
-    .expect("netns thread panicked")
 }
 
 /// `ip route show` lines of the namespace's main table (both families).

@@ -78,6 +78,43 @@ impl Netns {
             .unwrap_or_else(|e| panic!("testkit: cannot run {cmd} in netns {}: {e}", self.name))
     }
 
+    /// Runs `f` on a scoped thread that entered this namespace and returns its result. Netlink
+    /// sockets belong to the namespace of the thread that opens them, so this is how a test
+    /// drives in-process kernel code here while its own threads stay where they are.
+    pub fn enter<T: Send>(&self, f: impl FnOnce() -> T + Send) -> T {
+        let path = self.path();
+        std::thread::scope(|s| {
+            s.spawn(move || {
+                let file = std::fs::File::open(&path).expect("open the test namespace");
+                nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+                    .expect("setns into the test namespace");
+                f()
+            })
+            .join()
+            .expect("thread inside the test namespace panicked")
+        })
+    }
+
+    /// Runs `program args…` inside the namespace with `input` on its stdin.
+    pub fn run_with_stdin<I, S>(&self, program: &str, args: I, input: &[u8]) -> Output
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut child = self
+            .command(program)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("[netns {}] cannot run {program}: {e}", self.name));
+        child.stdin.take().expect("piped stdin").write_all(input).expect("write stdin");
+        child.wait_with_output().expect("wait for the command")
+    }
+
     /// Runs a `sh -c` script inside the namespace and returns its output.
     pub fn sh(&self, script: &str) -> Output {
         self.run("sh", ["-c", script])
