@@ -150,5 +150,13 @@ async fn exhaustion_borrows_every_address_then_fails_clearly() {
     assert_eq!((usage.pools[0].in_use, usage.pools[0].free), (256, 0));
     let borrowed: usize = usage.blocks.iter().map(|b| b.borrowed.len()).sum();
     println!("borrowed addresses: {borrowed}");
-    assert!(borrowed >= 52, "the host without a block must have borrowed");
+    // Which host lost the race for a block is up to the race; whoever it was borrowed every
+    // address it asked for (52 for h1, 51 for the others). Block owners may borrow too, once
+    // borrowers have filled their blocks, so this is a lower bound.
+    let blockless: Vec<usize> =
+        (0..hosts.len()).filter(|&h| usage.host_blocks(hosts[h]).next().is_none()).collect();
+    assert!(!blockless.is_empty(), "5 hosts cannot all hold one of 4 blocks");
+    let asked: usize =
+        blockless.iter().map(|&h| (0..256).filter(|i| i % hosts.len() == h).count()).sum();
+    assert!(borrowed >= asked, "hosts without a block asked for {asked}, only {borrowed} borrowed");
 }
