@@ -4,5 +4,10 @@
 #![forbid(unsafe_code)]
 
 fn main() -> std::process::ExitCode {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    if let Some(code) = cni_plugin::cmd::reap::reap_main(&args) {
+        return code;
+    }
+    cni_plugin::cmd::reap::enable();
     cni_plugin::cmd::process_main("tabby", cni_plugin::cmd::run)
 }

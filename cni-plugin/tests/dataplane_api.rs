@@ -6,7 +6,8 @@
 use std::net::IpAddr;
 
 use cni_plugin::dataplane::{
-    host_veth_name, inspect, setup, teardown, Error, Netns as NsHandle, WorkloadLink,
+    delete_detached, detach, host_veth_name, inspect, setup, teardown, Error, Netns as NsHandle,
+    WorkloadLink,
 };
 use testkit::Netns;
 
@@ -54,6 +55,57 @@ fn setup_inspect_teardown() {
     let drift = inspect(&host, &container, &want).unwrap();
     assert!(drift.iter().any(|d| d.contains("eth0 is missing")), "{drift:?}");
     assert!(drift.iter().any(|d| d.contains("is missing")), "{drift:?}");
+}
+
+#[test]
+fn detached_pair_is_cut_off_then_replaced_or_deleted() {
+    testkit::require_root();
+    let (h, c) = (Netns::new("deth"), Netns::new("detc"));
+    let host = NsHandle::open(&h.path()).unwrap();
+    let container = NsHandle::open(&c.path()).unwrap();
+    let want = link("det1", &["10.221.0.5"]);
+    setup(&host, &container, &want).unwrap();
+
+    // What DEL does before it answers: our host route gone, the link down, the pair still
+    // there for a reaper to delete.
+    let cut = detach(&host, &want.host_ifname).unwrap().expect("the link was there");
+    assert!(h.ip_ok(["route", "show", "proto", "112"]).trim().is_empty());
+    let shown = h.ip_ok(["-o", "link", "show", want.host_ifname.as_str()]);
+    assert!(!shown.contains(",UP"), "{shown}");
+    assert!(c.ip(["link", "show", "eth0"]).status.success(), "the kernel has not deleted it yet");
+
+    // A new attachment of the same container and ifname before the reaper ran finishes
+    // the old pair's deletion instead of failing with "eth0 already exists".
+    let again = setup(&host, &container, &want).unwrap();
+    assert_eq!(again.host_ifname, want.host_ifname);
+    assert_ne!(again.host_index, cut.index, "a new pair");
+    assert!(h.ip_ok(["route", "show", "proto", "112"]).contains("10.221.0.5"));
+    // The reaper of the old pair comes late: it must not touch the new one.
+    delete_detached(&host, &cut).unwrap();
+    assert!(inspect(&host, &container, &want).unwrap().is_empty());
+
+    let cut = detach(&host, &want.host_ifname).unwrap().unwrap();
+    delete_detached(&host, &cut).unwrap();
+    assert!(!c.ip(["link", "show", "eth0"]).status.success(), "pair deleted with its host end");
+    assert!(detach(&host, &want.host_ifname).unwrap().is_none());
+    delete_detached(&host, &cut).unwrap();
+}
+
+#[test]
+fn an_up_pair_or_a_foreign_eth0_is_never_taken_for_a_detached_one() {
+    testkit::require_root();
+    let (h, c) = (Netns::new("deuh"), Netns::new("deuc"));
+    let host = NsHandle::open(&h.path()).unwrap();
+    let container = NsHandle::open(&c.path()).unwrap();
+    let want = link("det2", &["10.221.0.6"]);
+    setup(&host, &container, &want).unwrap();
+    // Still attached (up): a second ADD for the same attachment is refused.
+    match setup(&host, &container, &want) {
+        Err(Error::InterfaceExists { .. }) => {}
+        other => panic!("expected InterfaceExists, got {other:?}"),
+    }
+    assert!(inspect(&host, &container, &want).unwrap().is_empty(), "the first one untouched");
+    assert!(teardown(&host, &want.host_ifname).unwrap());
 }
 
 #[test]

@@ -163,11 +163,15 @@ async fn every_call_counts_one_round_trip() {
     let key = format!("{}k", prefix());
     let clone = client.clone();
     let start = client.round_trips();
+    let writes = client.writes_attempted();
+    client.get(&key).await.unwrap();
+    assert_eq!(client.writes_attempted(), writes, "a read is no write");
     let rev = clone.create(&key, "1").await.unwrap();
     let _ = client.create(&key, "again").await;
     client.update(&key, "2", rev).await.unwrap();
     client.get(&key).await.unwrap();
-    assert_eq!(client.round_trips() - start, 4, "clones share one counter");
+    assert_eq!(client.round_trips() - start, 5, "clones share one counter");
+    assert_eq!(client.writes_attempted() - writes, 3, "a refused create was still sent");
 }
 
 #[derive(Debug, Serialize, Deserialize, PartialEq)]

@@ -71,10 +71,10 @@ pub async fn add(
         tokio::join!(pair, async { tokio::join!(backend.add(&req), prefetch) });
     let (container, made) = pair.map_err(|e| Error::internal("create veth: worker failed", e))?;
     // A delegate may keep half an allocation (the spec asks for a DEL); an in-process
-    // assignment that timed out after connecting may have been written.
-    let may_hold = |e: &Error| {
-        matches!(backend, Backend::Delegate(_)) || (e.is_retryable() && connected(session))
-    };
+    // assignment that timed out may have been written, but only if a write went out (a hung
+    // etcd usually stops the first read, and then there is nothing to undo).
+    let may_hold =
+        |e: &Error| matches!(backend, Backend::Delegate(_)) || (e.is_retryable() && wrote(session));
     let (made, assigned) = match (made, assigned) {
         (Ok(made), Ok(assigned)) => (made, assigned),
         (Ok(pair), Err(e)) => {
@@ -176,8 +176,8 @@ fn remove(pair: dataplane::Created) {
     }
 }
 
-fn connected(session: Option<&Session>) -> bool {
-    session.is_some_and(|s| s.round_trips() > 0)
+fn wrote(session: Option<&Session>) -> bool {
+    session.is_some_and(|s| s.writes_attempted() > 0)
 }
 
 /// Best-effort IPAM release during rollback; the original error is what the runtime hears.

@@ -1,10 +1,13 @@
 //! DEL: best-effort and idempotent. Removes the host veth (and with it the container end
 //! and the host routes), releases the addresses and deletes the workload endpoint, all three
-//! at once; whatever is already gone counts as done. Works without `CNI_NETNS`.
+//! at once; whatever is already gone counts as done. Works without `CNI_NETNS`. The veth is
+//! cut off before DEL answers; the pair itself may still be on its way out for a few tens of
+//! milliseconds (see `reap`).
 
 use std::path::PathBuf;
 use std::time::Instant;
 
+use super::reap;
 use crate::dataplane::{self, host_veth_name, Netns};
 use crate::ipam::{Backend, IpamRequest};
 use crate::spec::{Error, Invocation};
@@ -22,11 +25,10 @@ pub async fn del(
     let started = Instant::now();
     let host_ifname = host_veth_name(inv.container_id.as_str(), inv.ifname.as_str());
     // The host end is named after the attachment, so it is found without entering the
-    // container's namespace, which may be gone already (Mesos then omits CNI_NETNS). The
-    // kernel takes tens of milliseconds to delete a veth; that wait overlaps the etcd work.
+    // container's namespace, which may be gone already (Mesos then omits CNI_NETNS).
     let veth = {
         let name = host_ifname.clone();
-        tokio::task::spawn_blocking(move || dataplane::teardown(&Netns::current(), &name))
+        tokio::task::spawn_blocking(move || remove_veth(&name))
     };
     let req = IpamRequest::of(inv);
     let ipam = async {
@@ -71,4 +73,19 @@ pub async fn del(
     backend?;
     ipam?;
     record.map(drop)
+}
+
+/// Cuts the veth off (routes, link down) and leaves the kernel's ~20 ms deletion of the pair
+/// to a reaper process; deletes it here when no reaper can start.
+fn remove_veth(name: &str) -> Result<bool, dataplane::Error> {
+    let host = Netns::current();
+    let Some(link) = dataplane::detach(&host, name)? else { return Ok(false) };
+    match reap::spawn(&link) {
+        Ok(()) => tracing::debug!(ifname = name, index = link.index, "veth left to a reaper"),
+        Err(e) => {
+            tracing::debug!(ifname = name, error = %e, "no reaper; deleting the veth here");
+            dataplane::delete_detached(&host, &link)?;
+        }
+    }
+    Ok(true)
 }

@@ -6,6 +6,7 @@ mod check;
 mod del;
 mod gc;
 mod ipam_plugin;
+pub mod reap;
 mod status;
 mod version;
 

@@ -5,6 +5,7 @@
 //! Nothing here knows CNI: callers pass namespace handles and plain values, so the Docker
 //! driver can use the same functions.
 
+mod detach;
 mod inspect;
 mod netlink;
 mod netns;
@@ -16,10 +17,11 @@ use std::path::PathBuf;
 
 use sha1::{Digest, Sha1};
 
+pub use detach::{delete_detached, detach, teardown, Detached};
 pub use inspect::{inspect, observe, Observed};
 pub use netlink::NetlinkError;
 pub use netns::Netns;
-pub use veth::{create, setup, teardown, Created};
+pub use veth::{create, setup, setup_host_side, Created};
 
 /// tabby's route protocol number (`proto 112` in `ip route`). The agent only ever removes
 /// routes carrying it, so routes made by others are never touched.

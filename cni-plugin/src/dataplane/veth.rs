@@ -70,18 +70,23 @@ pub fn create(
         return Err(Error::SameNetns { path: container.path().to_owned() });
     };
     let mut csock = container.socket()?;
-    if csock
+    let mut hsock = host.socket()?;
+    if let Some(existing) = csock
         .link_by_name(container_ifname)
         .map_err(Error::netlink(format!("look up {container_ifname}")))?
-        .is_some()
     {
-        return Err(Error::InterfaceExists {
-            ifname: container_ifname.to_owned(),
-            netns: container.path().to_owned(),
-        });
+        // The pair of an earlier attachment of this same container and ifname that a DEL
+        // cut off and left to a reaper: finish its deletion now instead of failing.
+        if !is_stale_pair(&mut hsock, &existing, host_ifname)? {
+            return Err(Error::InterfaceExists {
+                ifname: container_ifname.to_owned(),
+                netns: container.path().to_owned(),
+            });
+        }
+        tracing::debug!(ifname = %host_ifname, "deleting the detached pair of an earlier attachment");
+        delete_link(&mut hsock, host_ifname)?;
     }
-    let mut hsock = host.socket()?;
-    create_veth(&mut hsock, host_ifname, container_ifname, mtu, container_file.as_raw_fd())?;
+    create_veth(&mut hsock, host_ifname, container_ifname, mtu, Some(container_file.as_raw_fd()))?;
     let found = (|| {
         let host_index = hsock
             .link_by_name(host_ifname)
@@ -166,9 +171,7 @@ impl Created {
             set_mtu(&mut self.csock, self.container_index, &self.container_ifname, mtu)?;
             self.mtu = mtu;
         }
-        let hostif = self.host_ifname.clone();
-        host.run(move || host_sysctls(&hostif, v6))??;
-        set_up(&mut self.hsock, self.host_index, &self.host_ifname)?;
+        prepare_host_end(&mut self.hsock, host, self.host_index, &self.host_ifname, v6)?;
         if v6 {
             // Before the link goes up, so its link-local address skips DAD as well.
             let key = format!("net/ipv6/conf/{}/accept_dad", self.container_ifname);
@@ -213,16 +216,110 @@ impl Created {
                 )
                 .map_err(Error::netlink(format!("add neighbour {GATEWAY_V4} to {cname}")))?;
         }
-        for ip in addresses {
-            self.hsock
-                .request(
-                    RouteNetlinkMessage::NewRoute(host_route(self.host_index, *ip)),
-                    NLM_F_CREATE | NLM_F_REPLACE,
-                )
-                .map_err(Error::netlink(format!("add host route {ip} dev {}", self.host_ifname)))?;
-        }
-        Ok(())
+        add_host_routes(&mut self.hsock, self.host_index, &self.host_ifname, addresses)
     }
+}
+
+/// The attachment for a runtime that moves the workload end into the sandbox itself
+/// (Docker's libnetwork): both ends are made in `host`; the host end gets the sysctls, link
+/// state and host routes [`setup`] gives it, and `link.container_ifname` is left down and
+/// unaddressed for the runtime to move, rename and address. On failure nothing is left.
+pub fn setup_host_side(host: &Netns, link: &WorkloadLink) -> Result<Attached, Error> {
+    let (host_ifname, peer) = (link.host_ifname.as_str(), link.container_ifname.as_str());
+    let mut hsock = host.socket()?;
+    if hsock.link_by_name(peer).map_err(Error::netlink(format!("look up {peer}")))?.is_some() {
+        return Err(Error::InterfaceExists {
+            ifname: peer.to_owned(),
+            netns: host.path().to_owned(),
+        });
+    }
+    create_veth(&mut hsock, host_ifname, peer, link.mtu, None)?;
+    let made = (|| {
+        let host_index = hsock
+            .link_by_name(host_ifname)
+            .map_err(Error::netlink(format!("look up {host_ifname}")))?
+            .ok_or_else(|| vanished(host_ifname))?
+            .header
+            .index;
+        let peer_link = hsock
+            .link_by_name(peer)
+            .map_err(Error::netlink(format!("look up {peer}")))?
+            .ok_or_else(|| vanished(peer))?;
+        let v6 = link.addresses.iter().any(IpAddr::is_ipv6);
+        prepare_host_end(&mut hsock, host, host_index, host_ifname, v6)?;
+        add_host_routes(&mut hsock, host_index, host_ifname, &link.addresses)?;
+        Ok(Attached {
+            host_ifname: host_ifname.to_owned(),
+            host_index,
+            container_ifname: peer.to_owned(),
+            container_index: peer_link.header.index,
+            container_mac: link_mac(&peer_link).unwrap_or_default(),
+        })
+    })();
+    if made.is_err() {
+        undo(&mut hsock, host_ifname);
+    }
+    made
+}
+
+/// Host sysctls, then the host end up (it must be up before routes can point at it).
+fn prepare_host_end(
+    hsock: &mut RouteSocket,
+    host: &Netns,
+    index: u32,
+    ifname: &str,
+    v6: bool,
+) -> Result<(), Error> {
+    let owned = ifname.to_owned();
+    host.run(move || host_sysctls(&owned, v6))??;
+    set_up(hsock, index, ifname)
+}
+
+/// `<ip>/32 dev <host end>` (or /128) for every address, replacing any stale one.
+fn add_host_routes(
+    hsock: &mut RouteSocket,
+    index: u32,
+    ifname: &str,
+    addresses: &[IpAddr],
+) -> Result<(), Error> {
+    for ip in addresses {
+        hsock
+            .request(
+                RouteNetlinkMessage::NewRoute(host_route(index, *ip)),
+                NLM_F_CREATE | NLM_F_REPLACE,
+            )
+            .map_err(Error::netlink(format!("add host route {ip} dev {ifname}")))?;
+    }
+    Ok(())
+}
+
+/// Whether `container_link` is the peer of our host veth `host_ifname` and that host end is
+/// down: a pair a DEL detached and has not finished deleting.
+fn is_stale_pair(
+    hsock: &mut RouteSocket,
+    container_link: &LinkMessage,
+    host_ifname: &str,
+) -> Result<bool, Error> {
+    let Some(host_link) = hsock
+        .link_by_name(host_ifname)
+        .map_err(Error::netlink(format!("look up {host_ifname}")))?
+    else {
+        return Ok(false);
+    };
+    // Indexes are per namespace: each end must name the other and say it lives elsewhere.
+    let peer_elsewhere = |link: &LinkMessage| {
+        let peer = link.attributes.iter().find_map(|a| match a {
+            LinkAttribute::Link(index) => Some(*index),
+            _ => None,
+        });
+        let elsewhere = link.attributes.iter().any(|a| matches!(a, LinkAttribute::LinkNetNsId(_)));
+        peer.filter(|_| elsewhere)
+    };
+    Ok(link_kind(&host_link) == Some(InfoKind::Veth)
+        && link_kind(container_link) == Some(InfoKind::Veth)
+        && peer_elsewhere(container_link) == Some(host_link.header.index)
+        && peer_elsewhere(&host_link) == Some(container_link.header.index)
+        && !host_link.header.flags.contains(LinkFlags::Up))
 }
 
 /// Rollback: deleting the host end deletes the container end (and every route through it).
@@ -230,39 +327,6 @@ fn undo(hsock: &mut RouteSocket, host_ifname: &str) {
     if let Err(e) = delete_link(hsock, host_ifname) {
         tracing::warn!(ifname = %host_ifname, error = %e, "rollback: cannot delete veth");
     }
-}
-
-/// Removes the host veth named `host_ifname` (the kernel removes its peer with it) and the
-/// host routes with tabby's protocol out of it. Returns whether there was anything to remove;
-/// a missing link is success.
-pub fn teardown(host: &Netns, host_ifname: &str) -> Result<bool, Error> {
-    let mut sock = host.socket()?;
-    let Some(existing) =
-        sock.link_by_name(host_ifname).map_err(Error::netlink(format!("look up {host_ifname}")))?
-    else {
-        return Ok(false);
-    };
-    if link_kind(&existing) != Some(InfoKind::Veth) {
-        return Err(Error::NotAVeth { ifname: host_ifname.to_owned() });
-    }
-    let index = existing.header.index;
-    for family in [AddressFamily::Inet, AddressFamily::Inet6] {
-        let routes = match sock.routes(family, Some(index)) {
-            Ok(routes) => routes,
-            // No IPv6 in this kernel or namespace: nothing of ours there either.
-            Err(e) if e.errno() == Some(libc::EAFNOSUPPORT) => continue,
-            Err(e) => return Err(Error::netlink(format!("list routes via {host_ifname}"))(e)),
-        };
-        for route in routes.into_iter().filter(|r| r.header.protocol == our_protocol()) {
-            match sock.request(RouteNetlinkMessage::DelRoute(route), 0) {
-                Ok(()) => {}
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(Error::netlink(format!("delete route via {host_ifname}"))(e)),
-            }
-        }
-    }
-    delete_link(&mut sock, host_ifname)?;
-    Ok(true)
 }
 
 fn our_protocol() -> RouteProtocol {
@@ -280,7 +344,7 @@ pub(super) fn link_kind(link: &LinkMessage) -> Option<InfoKind> {
 }
 
 /// Creates the pair in one request from the host side, with the peer's `IFLA_NET_NS_FD`
-/// set: the container end is born in its namespace. Creating it on the host and moving it
+/// set when given: the container end is born in its namespace (without it, in the host's). Creating it on the host and moving it
 /// afterwards would take a namespace move under the RTNL lock, which serialises bursts of
 /// ADDs (calico #7705, amazon-vpc-cni-k8s #3764).
 fn create_veth(
@@ -288,14 +352,16 @@ fn create_veth(
     host_ifname: &str,
     container_ifname: &str,
     mtu: u32,
-    netns_fd: i32,
+    netns_fd: Option<i32>,
 ) -> Result<(), Error> {
     // No IFF_UP here: the kernel configures the peer before the pair is joined, and
     // opening a veth without a peer fails with ENOTCONN.
     let mut peer = LinkMessage::default();
     peer.attributes.push(LinkAttribute::IfName(container_ifname.to_owned()));
     peer.attributes.push(LinkAttribute::Mtu(mtu));
-    peer.attributes.push(LinkAttribute::NetNsFd(netns_fd));
+    if let Some(fd) = netns_fd {
+        peer.attributes.push(LinkAttribute::NetNsFd(fd));
+    }
 
     // The host end stays down until its sysctls are written, so IPv6 never starts DAD or
     // router solicitation on it with the defaults.
@@ -322,7 +388,7 @@ fn create_veth(
     }
 }
 
-fn delete_link(sock: &mut RouteSocket, name: &str) -> Result<(), Error> {
+pub(super) fn delete_link(sock: &mut RouteSocket, name: &str) -> Result<(), Error> {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
     match sock.request(RouteNetlinkMessage::DelLink(msg), 0) {

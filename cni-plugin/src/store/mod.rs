@@ -99,7 +99,7 @@ impl Session {
             .client
             .get_or_try_init(|| async {
                 let started = Instant::now();
-                let connect = Box::pin(Client::connect(&self.inner.etcd));
+                let connect = Box::pin(Client::connect_unprobed(&self.inner.etcd));
                 let client = match tokio::time::timeout_at(self.inner.deadline.into(), connect).await {
                     Ok(Ok(client)) => client,
                     Ok(Err(e)) => return Err(store_error("connect to etcd", &e)),
@@ -114,6 +114,11 @@ impl Session {
     /// Round trips made so far (0 before the first connection).
     pub fn round_trips(&self) -> u64 {
         self.inner.client.get().map_or(0, Client::round_trips)
+    }
+
+    /// Writes sent to etcd so far in this invocation (see [`Client::writes_attempted`]).
+    pub fn writes_attempted(&self) -> u64 {
+        self.inner.client.get().map_or(0, Client::writes_attempted)
     }
 
     /// Runs `work` within the invocation's deadline; running past it is code 11.

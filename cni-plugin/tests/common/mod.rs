@@ -173,16 +173,31 @@ impl Fixture {
         serde_json::from_str(&out).unwrap_or_else(|e| panic!("ip -j {args:?}: {e}: {out}"))
     }
 
-    /// Names of the host's `cali*` links.
+    /// Names of the host's `cali*` links. DEL leaves the deletion of a pair it has cut off
+    /// (link down) to a reaper process, which takes the kernel tens of milliseconds: such
+    /// links are given ten seconds (a burst of hundreds) to go before they count.
     pub fn host_calis(&self) -> Vec<String> {
-        Fixture::ip_json(&self.host, &["link", "show"])
-            .as_array()
-            .expect("array")
-            .iter()
-            .filter_map(|l| l["ifname"].as_str())
-            .filter(|n| n.starts_with("cali"))
-            .map(String::from)
-            .collect()
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let links = Fixture::ip_json(&self.host, &["link", "show"]);
+            let calis: Vec<&Value> = links
+                .as_array()
+                .expect("array")
+                .iter()
+                .filter(|l| l["ifname"].as_str().is_some_and(|n| n.starts_with("cali")))
+                .collect();
+            let detached = calis
+                .iter()
+                .any(|l| !l["flags"].as_array().is_some_and(|f| f.iter().any(|f| f == "UP")));
+            if !detached || std::time::Instant::now() >= deadline {
+                return calis
+                    .iter()
+                    .filter_map(|l| l["ifname"].as_str())
+                    .map(String::from)
+                    .collect();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
     }
 
     /// The host's routes with tabby's protocol, as `(dst, dev)`.

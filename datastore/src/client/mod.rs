@@ -63,6 +63,8 @@ pub struct Client {
     endpoints: Arc<str>,
     request_timeout: Duration,
     round_trips: Arc<AtomicU64>,
+    /// Write requests handed to the transport, whatever came of them.
+    writes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Client {
@@ -95,6 +97,19 @@ impl Client {
     /// otherwise. Costs one round trip (a member status call) when the first endpoint
     /// answers.
     pub async fn connect(config: &EtcdConfig) -> Result<Client, Error> {
+        Self::open(config, true).await
+    }
+
+    /// Like [`Client::connect`] without the status round trip: refused or unroutable
+    /// endpoints still fail here, but an endpoint that accepts TCP and never answers (or
+    /// refuses our TLS identity) only shows on the first request, as [`Error::Unavailable`]
+    /// or [`Error::Timeout`]. For short-lived callers whose first request comes at once (the
+    /// CNI plugin), where the probe would be a round trip spent on nothing.
+    pub async fn connect_unprobed(config: &EtcdConfig) -> Result<Client, Error> {
+        Self::open(config, false).await
+    }
+
+    async fn open(config: &EtcdConfig, probe: bool) -> Result<Client, Error> {
         let endpoints = config.parsed_endpoints()?;
         let shown: Arc<str> = config.endpoints.join(",").into();
         let deadline = Instant::now() + config.connect_timeout;
@@ -142,7 +157,11 @@ impl Client {
             endpoints: shown.clone(),
             request_timeout: config.request_timeout,
             round_trips: Arc::new(AtomicU64::new(0)),
+            writes: Arc::new(AtomicU64::new(0)),
         };
+        if !probe {
+            return Ok(client);
+        }
         // The channels connect lazily: only a round trip shows that an endpoint answers and
         // accepts our TLS identity.
         let probe = client
@@ -168,6 +187,13 @@ impl Client {
     /// Round trips made so far by this client and all its clones.
     pub fn round_trips(&self) -> u64 {
         self.round_trips.load(Ordering::Relaxed)
+    }
+
+    /// Write requests (puts, deletes, transactions) this client and its clones have sent or
+    /// tried to send. While it is 0, nothing this client did can have changed etcd: a caller
+    /// that timed out needs no rollback.
+    pub fn writes_attempted(&self) -> u64 {
+        self.writes.load(Ordering::Relaxed)
     }
 
     /// The endpoints, comma-joined.
@@ -349,6 +375,10 @@ impl Client {
             let index = (first + attempt) % count;
             attempt += 1;
             self.round_trips.fetch_add(1, Ordering::Relaxed);
+            // Every write goes out as IfNotSent: it must never be applied twice.
+            if resend == Resend::IfNotSent {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
             let outcome =
                 tokio::time::timeout_at(deadline.into(), request(self.members[index].clone()))
                     .await;

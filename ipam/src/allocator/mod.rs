@@ -10,6 +10,7 @@
 
 mod assign;
 mod claim;
+mod hint;
 mod release;
 mod snapshot;
 
@@ -17,7 +18,6 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use datastore::client::Client;
@@ -73,6 +73,9 @@ pub struct AllocatorOptions {
     /// After that many fruitless batches: leaps ahead in the order (doubling, from twice a
     /// batch) before the allocator gives up probing and lists the block keys. 0 lists at once.
     pub max_leaps: u32,
+    /// Where the blocks this node was affine to at its last write are kept between
+    /// processes (a CNI plugin is a new process each time); `None` keeps them in memory only.
+    pub hint_file: Option<PathBuf>,
 }
 
 impl Default for AllocatorOptions {
@@ -85,6 +88,7 @@ impl Default for AllocatorOptions {
             probe_batch: 64,
             probe_batches_before_list: 2,
             max_leaps: 10,
+            hint_file: None,
         }
     }
 }
@@ -154,7 +158,7 @@ pub struct Allocator {
     local: tokio::sync::Mutex<()>,
     /// Blocks this node was affine to at its last write: read in the first round trip next
     /// time, which saves the second one.
-    hint: Mutex<BTreeSet<IpNet>>,
+    hint: hint::Hint,
 }
 
 impl Allocator {
@@ -174,12 +178,12 @@ impl Allocator {
             ));
         }
         Ok(Allocator {
+            hint: hint::Hint::new(opts.hint_file.clone()),
             client,
             keys,
             node,
             opts,
             local: tokio::sync::Mutex::new(()),
-            hint: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -328,13 +332,11 @@ impl Allocator {
     }
 
     fn hinted_blocks(&self) -> Vec<IpNet> {
-        self.hint.lock().map(|h| h.iter().copied().collect()).unwrap_or_default()
+        self.hint.get(&self.node)
     }
 
     fn set_hint(&self, blocks: impl IntoIterator<Item = IpNet>) {
-        if let Ok(mut h) = self.hint.lock() {
-            *h = blocks.into_iter().collect();
-        }
+        self.hint.set(&self.node, blocks.into_iter().collect());
     }
 }
 
