@@ -84,13 +84,14 @@ async fn run_inner(
         endpoint_to_host = %host.endpoint_to_host_action,
         "this host"
     );
+    let mut dataplanes = dataplanes;
     if config.bgp.enabled {
-        tracing::warn!("bgp.enabled is set, but this agent does not render BIRD configs yet; programming remote routes directly");
-    }
-    if config.docker.enabled {
-        tracing::warn!(
-            "docker.enabled is set, but this agent does not serve the Docker plugin yet"
+        tracing::info!(
+            config = %config.bgp.bird_config.display(),
+            socket = %config.bgp.bird_socket.display(),
+            "BGP on: BIRD routes remote blocks (except IPIP pools'); writing its config"
         );
+        dataplanes.push(Box::new(crate::bgp::BirdDataplane::new(&config.bgp)));
     }
     let health = Arc::new(Health::new());
     let metrics = Arc::new(Metrics::default());
@@ -110,6 +111,9 @@ async fn run_inner(
         return Ok(());
     };
     let layout = config.etcd.layout();
+    if daemon && config.docker.enabled {
+        tasks.push(tokio::spawn(serve_docker(&config, client.clone(), &layout, shutdown.clone())));
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut status_task = None;
     if daemon {
@@ -226,6 +230,30 @@ fn watch_source(
             if tx.send(msg).await.is_err() {
                 return;
             }
+        }
+    }
+}
+
+/// Serves the Docker network and IPAM drivers until shutdown; a failure to serve is logged
+/// and leaves the rest of the agent running.
+fn serve_docker(
+    config: &AgentConfig,
+    client: Client,
+    layout: &KeyLayout,
+    shutdown: watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let state = crate::docker::state_path(&config.nodename_file);
+    let serving = crate::docker::serve(
+        config.docker.clone(),
+        client,
+        layout.clone(),
+        config.nodename.clone(),
+        state,
+        shutdown,
+    );
+    async move {
+        if let Err(e) = serving.await {
+            tracing::error!(error = %e, "cannot serve the Docker plugin");
         }
     }
 }

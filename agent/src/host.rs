@@ -65,6 +65,10 @@ pub struct HostInfo {
     pub ipv6: Option<Ipv6Net>,
     #[serde(default)]
     pub endpoint_to_host_action: EndpointToHostAction,
+    /// BGP is on: BIRD programs the routes to remote blocks of pools without IPIP, so the
+    /// route planner leaves them out.
+    #[serde(default)]
+    pub bgp: bool,
 }
 
 impl HostInfo {
@@ -75,6 +79,7 @@ impl HostInfo {
             ipv4: None,
             ipv6: None,
             endpoint_to_host_action: EndpointToHostAction::default(),
+            bgp: false,
         }
     }
 

@@ -8,9 +8,11 @@
 //!
 //! Unsafe code is denied crate-wide (workspace lint) and allowed only in `nft::sys`.
 
+pub mod bgp;
 pub mod config;
 pub mod daemon;
 pub mod dataplane;
+pub mod docker;
 pub mod health;
 pub mod host;
 pub mod http;

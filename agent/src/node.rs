@@ -86,6 +86,7 @@ pub async fn discover_host(config: &AgentConfig) -> Result<HostInfo, NodeError> 
         ipv4: Some(ipv4),
         ipv6: None,
         endpoint_to_host_action: config.default_endpoint_to_host_action,
+        bgp: config.bgp.enabled,
     })
 }
 
@@ -316,6 +317,7 @@ mod tests {
             gateway: Some("192.0.2.1".parse().unwrap()),
             oif: Some(oif),
             metric,
+            onlink: false,
         };
         let routes =
             [route("10.0.0.0/8", 1, 0), route("0.0.0.0/0", 2, 200), route("0.0.0.0/0", 3, 100)];

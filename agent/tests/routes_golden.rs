@@ -1,7 +1,9 @@
 //! Golden files for the pure route planner and route diff.
 //!
 //! `golden/routes/<case>/{model.json, host.json}` → `expected.json` (routes and notes);
-//! `golden/route-diff/<case>/{desired.json, observed.json}` → `expected.json` (operations).
+//! `golden/route-diff/<case>/{desired.json, observed.json}` → `expected.json` (operations);
+//! `golden/bird/<case>/{model.json, host.json}` → `expected.conf` (the BIRD config, which
+//! the real `bird -p` must also accept) and `expected-notes.json`.
 //! `model.json` maps etcd keys to values, loaded through the agent's own model, so a case
 //! also shows what the model ignores. Run with `TABBY_BLESS=1` to rewrite the expected files
 //! after an intended change, then review the diff.
@@ -39,20 +41,20 @@ fn read_json(path: &Path) -> Value {
 /// Compares `actual` with `<case>/expected.json`, or writes it when blessing. Returns a
 /// failure message instead of panicking, so every case is reported.
 fn check(case: &Path, actual: &Value) -> Option<String> {
-    let path = case.join("expected.json");
-    let text = serde_json::to_string_pretty(actual).unwrap() + "\n";
+    check_text(case, "expected.json", &(serde_json::to_string_pretty(actual).unwrap() + "\n"))
+}
+
+/// Compares `actual` with the file `<case>/<name>`, or writes it when blessing.
+fn check_text(case: &Path, name: &str, actual: &str) -> Option<String> {
+    let path = case.join(name);
     if std::env::var_os("TABBY_BLESS").is_some() {
-        std::fs::write(&path, &text).unwrap();
+        std::fs::write(&path, actual).unwrap();
         return None;
     }
-    let expected = read_json(&path);
-    (expected != *actual).then(|| {
-        format!(
-            "{}:\nexpected:\n{}\nactual:\n{text}",
-            case.display(),
-            serde_json::to_string_pretty(&expected).unwrap()
-        )
-    })
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    (expected != actual)
+        .then(|| format!("{}:\nexpected:\n{expected}\nactual:\n{actual}", path.display()))
 }
 
 fn load_model(case: &Path) -> ClusterModel {
@@ -89,6 +91,46 @@ fn route_planner_golden_files() {
             "ignored": model.invalid().keys().collect::<Vec<_>>(),
         });
         failures.extend(check(&case, &actual));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn bird_config_golden_files() {
+    let mut failures = Vec::new();
+    for case in golden("bird") {
+        let model = load_model(&case);
+        let host: HostInfo = serde_json::from_value(read_json(&case.join("host.json"))).unwrap();
+        let plan = agent::bgp::plan(&model, &host, datastore::model::DEFAULT_AS_NUMBER).unwrap();
+        let text = agent::bgp::render(&plan);
+        let notes = json!({
+            "notes": plan.notes,
+            "ignored": model.invalid().keys().collect::<Vec<_>>(),
+        });
+        failures.extend(check_text(&case, "expected.conf", &text));
+        failures.extend(check_text(
+            &case,
+            "expected-notes.json",
+            &(serde_json::to_string_pretty(&notes).unwrap() + "\n"),
+        ));
+        // The real parser: a config BIRD refuses is a bug even if it matches the golden file.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bird.conf");
+        std::fs::write(&path, &text).unwrap();
+        let out = std::process::Command::new("/usr/sbin/bird")
+            .arg("-p")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .expect("bird2 is needed to check the rendered config (/usr/sbin/bird)");
+        if !out.status.success() {
+            failures.push(format!(
+                "{}: bird -p refused the config: {}{}",
+                case.display(),
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
@@ -134,17 +176,5 @@ fn route_diff_golden_files() {
 }
 
 fn as_kernel(route: &DesiredRoute) -> KernelRoute {
-    let (kind, gateway) = match route.target {
-        routes::RouteTarget::Blackhole => (routes::KernelRouteKind::Blackhole, None),
-        routes::RouteTarget::Via(gw) => (routes::KernelRouteKind::Unicast, Some(gw)),
-    };
-    let metric = routes::default_metric(&route.dst);
-    KernelRoute {
-        dst: route.dst,
-        protocol: routes::ROUTE_PROTOCOL,
-        kind,
-        gateway,
-        oif: None,
-        metric,
-    }
+    KernelRoute::written(route)
 }

@@ -132,3 +132,43 @@ fn unreachable_gateway_is_a_permanent_error() {
     assert!(!err.is_retryable(), "{err}");
     assert!(err.to_string().contains("10.65.2.0/26"), "{err}");
 }
+
+/// A tunnel route either lands as `via <node> dev tunl0 onlink` and reads back as itself, or,
+/// on a kernel without IPIP, fails with an error that says so (never a half-made route).
+#[test]
+fn tunnel_routes_go_through_tunl0_or_say_why_not() {
+    testkit::require_root();
+    let ns = Netns::new("tunnel");
+    ns.ip_ok(["link", "set", "lo", "up"]);
+    let ipip = ns.ip(["link", "add", "name", "tabbyprobe", "type", "ipip"]).status.success();
+    let route: DesiredRoute = "10.65.2.0/26 via 198.51.100.7 dev tunl0 onlink".parse().unwrap();
+    let op = routes::RouteOp::Add(route);
+    let result = in_netns(&ns, move || {
+        Box::pin(async move {
+            let mut table = NetlinkRoutes::new().unwrap();
+            let applied = table.apply(&op).await.map_err(|e| e.to_string());
+            let back: Vec<String> = table
+                .dump()
+                .await
+                .unwrap()
+                .iter()
+                .filter_map(|r| r.as_desired().filter(|_| r.is_ours()))
+                .map(|d| d.to_string())
+                .collect();
+            (applied, back)
+        })
+    });
+    match result {
+        (Ok(()), back) => {
+            assert!(ipip, "the route went in although this kernel cannot make IPIP devices");
+            assert_eq!(back, [route.to_string()]);
+            let shown = ns.ip_ok(["route", "show", "dev", "tunl0"]);
+            assert!(shown.contains("198.51.100.7") && shown.contains("onlink"), "{shown}");
+        }
+        (Err(e), back) => {
+            assert!(!ipip, "IPIP works here, yet: {e}");
+            assert!(e.contains("CONFIG_NET_IPIP"), "{e}");
+            assert!(back.is_empty(), "{back:?}");
+        }
+    }
+}

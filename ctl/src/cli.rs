@@ -119,6 +119,12 @@ pub enum NodeCommand {
         /// Output format
         #[arg(short = 'o', long, value_enum, default_value_t = Format::Table)]
         output: Format,
+        /// The local BIRD's control socket: its BGP sessions are shown when it answers
+        #[arg(long, value_name = "FILE", default_value = "/run/bird/bird.ctl")]
+        bird_socket: std::path::PathBuf,
+        /// The birdc program
+        #[arg(long, value_name = "PROGRAM", default_value = "birdc")]
+        birdc: std::path::PathBuf,
     },
 }
 

@@ -97,10 +97,11 @@ pub fn run(cli: Cli) -> Result<(), CtlError> {
             })?;
             emit(&text)
         }
-        Command::Node { command: NodeCommand::Status { output } } => {
+        Command::Node { command: NodeCommand::Status { output, bird_socket, birdc } } => {
+            let bird = cmd::node::Bird { socket: bird_socket, birdc };
             let text = block_on(async {
                 let store = Store::connect(&etcd).await?;
-                cmd::node::status(&store, output).await
+                cmd::node::status(&store, output, &bird).await
             })?;
             emit(&text)
         }

@@ -10,7 +10,9 @@
 
 pub mod bins;
 pub mod cancel;
+pub mod churn;
 pub mod cluster;
+pub mod docker;
 pub mod netns;
 pub mod probe;
 pub mod process;

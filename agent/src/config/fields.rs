@@ -24,11 +24,16 @@ pub enum Field {
     EtcdPrefix,
     DockerEnabled,
     DockerSocketDir,
+    DockerDriverName,
     BgpEnabled,
+    BgpBirdConfig,
+    BgpBirdSocket,
+    BgpBirdc,
+    BgpAsNumber,
 }
 
 impl Field {
-    pub const ALL: [Field; 18] = [
+    pub const ALL: [Field; 23] = [
         Field::Nodename,
         Field::NodenameFile,
         Field::NodeIp,
@@ -46,7 +51,12 @@ impl Field {
         Field::EtcdPrefix,
         Field::DockerEnabled,
         Field::DockerSocketDir,
+        Field::DockerDriverName,
         Field::BgpEnabled,
+        Field::BgpBirdConfig,
+        Field::BgpBirdSocket,
+        Field::BgpBirdc,
+        Field::BgpAsNumber,
     ];
 
     /// The key in the TOML file; a dotted key lives in a section (`etcd.endpoints` is
@@ -70,7 +80,12 @@ impl Field {
             Field::EtcdPrefix => "etcd.prefix",
             Field::DockerEnabled => "docker.enabled",
             Field::DockerSocketDir => "docker.socket_dir",
+            Field::DockerDriverName => "docker.driver_name",
             Field::BgpEnabled => "bgp.enabled",
+            Field::BgpBirdConfig => "bgp.bird_config",
+            Field::BgpBirdSocket => "bgp.bird_socket",
+            Field::BgpBirdc => "bgp.birdc",
+            Field::BgpAsNumber => "bgp.as_number",
         }
     }
 
@@ -94,7 +109,12 @@ impl Field {
             Field::EtcdPrefix => "TABBY_ETCD_PREFIX",
             Field::DockerEnabled => "TABBY_DOCKER_ENABLED",
             Field::DockerSocketDir => "TABBY_DOCKER_SOCKET_DIR",
+            Field::DockerDriverName => "TABBY_DOCKER_DRIVER_NAME",
             Field::BgpEnabled => "TABBY_BGP_ENABLED",
+            Field::BgpBirdConfig => "TABBY_BGP_BIRD_CONFIG",
+            Field::BgpBirdSocket => "TABBY_BGP_BIRD_SOCKET",
+            Field::BgpBirdc => "TABBY_BGP_BIRDC",
+            Field::BgpAsNumber => "TABBY_BGP_AS_NUMBER",
         }
     }
 
@@ -118,7 +138,12 @@ impl Field {
             Field::EtcdPrefix => "--etcd-prefix",
             Field::DockerEnabled => "--docker-enabled",
             Field::DockerSocketDir => "--docker-socket-dir",
+            Field::DockerDriverName => "--docker-driver-name",
             Field::BgpEnabled => "--bgp-enabled",
+            Field::BgpBirdConfig => "--bgp-bird-config",
+            Field::BgpBirdSocket => "--bgp-bird-socket",
+            Field::BgpBirdc => "--bgp-birdc",
+            Field::BgpAsNumber => "--bgp-as-number",
         }
     }
 

@@ -105,7 +105,7 @@ pub(crate) fn from_env(env: &BTreeMap<String, String>) -> (Raw, Vec<String>) {
 /// Reads the flags given on the command line.
 pub(crate) fn from_flags(cli: &Cli) -> Raw {
     let mut raw = Raw::default();
-    let flags: [(Field, &Option<String>); 18] = [
+    let flags: [(Field, &Option<String>); 23] = [
         (Field::Nodename, &cli.nodename),
         (Field::NodenameFile, &cli.nodename_file),
         (Field::NodeIp, &cli.node_ip),
@@ -123,7 +123,12 @@ pub(crate) fn from_flags(cli: &Cli) -> Raw {
         (Field::EtcdPrefix, &cli.etcd_prefix),
         (Field::DockerEnabled, &cli.docker_enabled),
         (Field::DockerSocketDir, &cli.docker_socket_dir),
+        (Field::DockerDriverName, &cli.docker_driver_name),
         (Field::BgpEnabled, &cli.bgp_enabled),
+        (Field::BgpBirdConfig, &cli.bgp_bird_config),
+        (Field::BgpBirdSocket, &cli.bgp_bird_socket),
+        (Field::BgpBirdc, &cli.bgp_birdc),
+        (Field::BgpAsNumber, &cli.bgp_as_number),
     ];
     for (field, value) in flags {
         if let Some(value) = value {

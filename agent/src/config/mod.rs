@@ -35,6 +35,13 @@ pub const DEFAULT_STATUS_INTERVAL: Duration = Duration::from_secs(10);
 pub const DEFAULT_NFT_TABLE: &str = "tabby";
 /// Where Docker looks for plugin sockets.
 pub const DEFAULT_DOCKER_SOCKET_DIR: &str = "/run/docker/plugins";
+/// The BIRD config the agent writes when BGP is on (BIRD is started with `-c` pointing here).
+pub const DEFAULT_BIRD_CONFIG: &str = "/etc/bird/bird.conf";
+/// BIRD's control socket (Debian's default).
+pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
+/// The Docker network driver's name (`docker network create --driver tabby`); the IPAM
+/// driver is this name with `-ipam`.
+pub const DEFAULT_DOCKER_DRIVER_NAME: &str = "tabby";
 
 /// Command-line flags of `tabby-agent`. Setting flags take text and are checked with the other
 /// layers, so an error names the flag.
@@ -103,9 +110,24 @@ pub struct Cli {
     /// Directory of the Docker plugin socket.
     #[arg(long, value_name = "DIR")]
     pub docker_socket_dir: Option<String>,
+    /// Name of the Docker network driver (default tabby; the IPAM driver is `<name>-ipam`).
+    #[arg(long, value_name = "NAME")]
+    pub docker_driver_name: Option<String>,
     /// Render a BIRD config instead of programming remote routes (true/false).
     #[arg(long, value_name = "BOOL")]
     pub bgp_enabled: Option<String>,
+    /// The BIRD 2 config file the agent writes (with BGP on).
+    #[arg(long, value_name = "FILE")]
+    pub bgp_bird_config: Option<String>,
+    /// BIRD's control socket, for `birdc -s` (with BGP on).
+    #[arg(long, value_name = "FILE")]
+    pub bgp_bird_socket: Option<String>,
+    /// The `birdc` program (a path, or a name looked up on PATH).
+    #[arg(long, value_name = "PROGRAM")]
+    pub bgp_birdc: Option<String>,
+    /// The AS number of nodes when neither the Node nor the BGPConfiguration names one.
+    #[arg(long, value_name = "ASN")]
+    pub bgp_as_number: Option<String>,
 }
 
 /// A configuration error. None is retryable: the operator has to change something.
@@ -165,17 +187,27 @@ impl EtcdSettings {
     }
 }
 
-/// The Docker network plugin (served by a later part of the agent).
+/// The Docker network and IPAM drivers (`crate::docker`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DockerSettings {
     pub enabled: bool,
     pub socket_dir: PathBuf,
+    /// The network driver's name: its socket is `<socket_dir>/<name>.sock`, the IPAM
+    /// driver's `<socket_dir>/<name>-ipam.sock`.
+    pub driver_name: String,
 }
 
-/// BGP via BIRD (a later part of the agent).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// BGP via BIRD (`crate::bgp`): with `enabled`, the agent writes `bird_config` and asks the
+/// BIRD behind `bird_socket` to reload it; BIRD, not the agent, programs routes to remote
+/// blocks of pools without IPIP.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BgpSettings {
     pub enabled: bool,
+    pub bird_config: PathBuf,
+    pub bird_socket: PathBuf,
+    pub birdc: PathBuf,
+    /// The AS of nodes when neither their Node nor the `default` BGPConfiguration names one.
+    pub as_number: datastore::model::AsNumber,
 }
 
 /// The validated configuration.
@@ -295,8 +327,20 @@ fn resolve(raw: &Raw, hostname: Option<&str>) -> Result<AgentConfig, ConfigError
                     Err(format!("{v:?} is not an absolute path"))
                 }
             })?,
+            driver_name: setting(
+                raw,
+                Field::DockerDriverName,
+                DEFAULT_DOCKER_DRIVER_NAME,
+                parse_driver_name,
+            )?,
         },
-        bgp: BgpSettings { enabled: setting(raw, Field::BgpEnabled, "false", parse_bool)? },
+        bgp: BgpSettings {
+            enabled: setting(raw, Field::BgpEnabled, "false", parse_bool)?,
+            bird_config: setting(raw, Field::BgpBirdConfig, DEFAULT_BIRD_CONFIG, parse_absolute)?,
+            bird_socket: setting(raw, Field::BgpBirdSocket, DEFAULT_BIRD_SOCKET, parse_absolute)?,
+            birdc: setting(raw, Field::BgpBirdc, "birdc", parse_path)?,
+            as_number: setting(raw, Field::BgpAsNumber, "64512", parse_as_number)?,
+        },
     })
 }
 
@@ -466,6 +510,43 @@ fn parse_bool(v: &str) -> Result<bool, String> {
         "false" | "no" | "off" | "0" => Ok(false),
         _ => Err(format!("{v:?} is not a boolean (true or false)")),
     }
+}
+
+/// Docker finds a legacy plugin by its socket's file name, and `docker network create
+/// --driver` takes it: lower-case letters, digits, `-`, `_` and `.`, a letter or digit first.
+fn parse_driver_name(v: &str) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= 64
+        && v.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && v.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(v.to_string())
+    } else {
+        Err(format!(
+            "{v:?} is not a driver name (a lower-case letter or digit, then those or '-', '_', '.'; at most 64)"
+        ))
+    }
+}
+
+fn parse_absolute(v: &str) -> Result<PathBuf, String> {
+    let path = parse_path(v)?;
+    if path.is_absolute() {
+        Ok(path)
+    } else {
+        Err(format!("{v:?} is not an absolute path"))
+    }
+}
+
+/// 1-4294967295, or Calico's dotted `high.low`.
+fn parse_as_number(v: &str) -> Result<datastore::model::AsNumber, String> {
+    let asn: datastore::model::AsNumber =
+        serde_json::from_value(serde_json::Value::String(v.to_string()))
+            .map_err(|e| e.to_string())?;
+    if asn.0 == 0 {
+        return Err("AS number 0 is not valid: expected 1-4294967295".into());
+    }
+    Ok(asn)
 }
 
 /// nftables allows long names; tabby keeps them short and unquoted in `nft` output.

@@ -62,6 +62,7 @@ fn defaults_from_an_empty_file() {
     assert_eq!(c.log_level, "info");
     assert!(!c.docker.enabled && !c.bgp.enabled);
     assert_eq!(c.docker.socket_dir, PathBuf::from("/run/docker/plugins"));
+    assert_eq!(c.docker.driver_name, "tabby");
 }
 
 #[test]
@@ -225,7 +226,7 @@ fn errors_name_field_and_source() {
 #[test]
 fn values_are_checked() {
     let scratch = Scratch::new();
-    let bad: [(&str, Field); 12] = [
+    let bad: [(&str, Field); 14] = [
         ("resync_interval = \"500ms\"", Field::ResyncInterval),
         ("route_refresh_interval = 0", Field::RouteRefreshInterval),
         ("status_interval = \"2h\"", Field::StatusInterval),
@@ -237,6 +238,8 @@ fn values_are_checked() {
         ("log_level = \"info,[\"", Field::LogLevel),
         ("[etcd]\nprefix = \"calico\"", Field::EtcdPrefix),
         ("[docker]\nenabled = \"maybe\"", Field::DockerEnabled),
+        ("[docker]\ndriver_name = \"Tabby\"", Field::DockerDriverName),
+        ("[docker]\ndriver_name = \"a/b\"", Field::DockerDriverName),
         ("[etcd]\nendpoints = \"etcd:2379\"", Field::EtcdEndpoints),
     ];
     for (toml, field) in bad {
@@ -286,4 +289,33 @@ fn example_manifest_is_valid() {
     let raw = raw.overlay(layers::from_env(&env).0);
     let c = resolve(&raw, None).unwrap();
     assert_eq!(c.metrics_addr, DEFAULT_METRICS_ADDR.parse().unwrap());
+}
+
+#[test]
+fn bgp_settings() {
+    let scratch = Scratch::new();
+    let c = load(&scratch.inputs("")).unwrap().config;
+    assert_eq!(c.bgp.bird_config, PathBuf::from(DEFAULT_BIRD_CONFIG));
+    assert_eq!(c.bgp.bird_socket, PathBuf::from(DEFAULT_BIRD_SOCKET));
+    assert_eq!(c.bgp.birdc, PathBuf::from("birdc"));
+    assert_eq!(c.bgp.as_number, datastore::model::AsNumber(64512));
+    let c = load(&scratch.inputs(
+        "[bgp]\nenabled = true\nbird_config = \"/run/t/bird.conf\"\n\
+         bird_socket = \"/run/t/bird.ctl\"\nbirdc = \"/usr/sbin/birdc\"\nas_number = \"1.10\"",
+    ))
+    .unwrap()
+    .config;
+    assert_eq!(c.bgp.bird_config, PathBuf::from("/run/t/bird.conf"));
+    assert_eq!(c.bgp.bird_socket, PathBuf::from("/run/t/bird.ctl"));
+    assert_eq!(c.bgp.as_number, datastore::model::AsNumber(65546));
+    for (toml, field) in [
+        ("[bgp]\nas_number = 0", Field::BgpAsNumber),
+        ("[bgp]\nas_number = \"x\"", Field::BgpAsNumber),
+        ("[bgp]\nas_number = 4294967296", Field::BgpAsNumber),
+        ("[bgp]\nbird_config = \"bird.conf\"", Field::BgpBirdConfig),
+        ("[bgp]\nbird_socket = \"bird.ctl\"", Field::BgpBirdSocket),
+    ] {
+        let err = load(&scratch.inputs(toml)).unwrap_err();
+        assert_eq!(invalid(err).0, field, "{toml}");
+    }
 }

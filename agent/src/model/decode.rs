@@ -7,8 +7,8 @@
 use datastore::client::Kv;
 use datastore::keys::{KeyLayout, Kind, ParsedKey};
 use datastore::model::{
-    AllocationBlock, BlockAffinity, GlobalNetworkPolicy, IpPool, NetworkPolicy, Node, Profile,
-    Resource, Spec, WorkloadEndpoint,
+    AllocationBlock, BgpConfiguration, BgpPeer, BlockAffinity, GlobalNetworkPolicy, IpPool,
+    NetworkPolicy, Node, Profile, Resource, Spec, WorkloadEndpoint,
 };
 use ipnet::IpNet;
 
@@ -31,6 +31,8 @@ pub(crate) enum Record {
     GlobalPolicy(GlobalNetworkPolicy),
     Endpoint(WorkloadEndpoint),
     Node(Node),
+    BgpPeer(BgpPeer),
+    BgpConfig(BgpConfiguration),
     Block(AllocationBlock),
     Affinity(AffinityRecord),
 }
@@ -39,7 +41,7 @@ pub(crate) enum Record {
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Decoded {
     Record(Box<Record>),
-    /// Not something the agent uses (another Calico record, a handle, a BGP resource).
+    /// Not something the agent uses (another Calico record, a handle).
     Ignored,
     /// Meant for the model but unusable; the reason names the field.
     Invalid(String),
@@ -54,6 +56,8 @@ pub(crate) enum Slot {
     GlobalPolicy,
     Endpoint,
     Node,
+    BgpPeer,
+    BgpConfig,
     Block,
     Affinity,
 }
@@ -67,7 +71,8 @@ pub(crate) fn slot_of(parsed: &ParsedKey) -> Option<Slot> {
             Kind::GlobalNetworkPolicy => Slot::GlobalPolicy,
             Kind::WorkloadEndpoint => Slot::Endpoint,
             Kind::Node => Slot::Node,
-            Kind::BgpPeer | Kind::BgpConfiguration => return None,
+            Kind::BgpPeer => Slot::BgpPeer,
+            Kind::BgpConfiguration => Slot::BgpConfig,
         },
         ParsedKey::Block { .. } => Slot::Block,
         ParsedKey::Affinity { .. } => Slot::Affinity,
@@ -90,6 +95,8 @@ pub(crate) fn decode(layout: &KeyLayout, kv: &Kv) -> Decoded {
                 Slot::GlobalPolicy => resource(kv, ns, name).map(Record::GlobalPolicy),
                 Slot::Endpoint => resource(kv, ns, name).map(Record::Endpoint),
                 Slot::Node => resource(kv, ns, name).map(Record::Node),
+                Slot::BgpPeer => resource(kv, ns, name).map(Record::BgpPeer),
+                Slot::BgpConfig => resource(kv, ns, name).map(Record::BgpConfig),
                 Slot::Block | Slot::Affinity => return Decoded::Ignored,
             }
         }

@@ -15,7 +15,8 @@ use std::net::IpAddr;
 use datastore::client::Kv;
 use datastore::keys::{KeyLayout, Kind};
 use datastore::model::{
-    AllocationBlock, GlobalNetworkPolicy, IpPool, NetworkPolicy, Node, Profile, WorkloadEndpoint,
+    AllocationBlock, BgpConfiguration, BgpPeer, GlobalNetworkPolicy, IpPool, NetworkPolicy, Node,
+    Profile, WorkloadEndpoint,
 };
 use datastore::watch::WatchEvent;
 
@@ -25,7 +26,8 @@ use decode::{Decoded, Record, Slot};
 /// The etcd prefixes the agent watches, each with its own watcher and snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum WatchSource {
-    /// `<prefix>/resources/v3/projectcalico.org/`: pools, profiles, policies, endpoints, nodes.
+    /// `<prefix>/resources/v3/projectcalico.org/`: pools, profiles, policies, endpoints, nodes,
+    /// BGP peers and configurations.
     Resources,
     /// `<prefix>/ipam/v2/`: blocks and affinities (handles and config are ignored).
     Ipam,
@@ -73,6 +75,8 @@ struct Store {
     global_policies: BTreeMap<String, GlobalNetworkPolicy>,
     endpoints: BTreeMap<String, WorkloadEndpoint>,
     nodes: BTreeMap<String, Node>,
+    bgp_peers: BTreeMap<String, BgpPeer>,
+    bgp_configs: BTreeMap<String, BgpConfiguration>,
     blocks: BTreeMap<String, AllocationBlock>,
     affinities: BTreeMap<String, AffinityRecord>,
 }
@@ -94,6 +98,8 @@ impl Store {
             Record::GlobalPolicy(r) => put(&mut self.global_policies, key, r),
             Record::Endpoint(r) => put(&mut self.endpoints, key, r),
             Record::Node(r) => put(&mut self.nodes, key, r),
+            Record::BgpPeer(r) => put(&mut self.bgp_peers, key, r),
+            Record::BgpConfig(r) => put(&mut self.bgp_configs, key, r),
             Record::Block(r) => put(&mut self.blocks, key, r),
             Record::Affinity(r) => put(&mut self.affinities, key, r),
         }
@@ -108,6 +114,8 @@ impl Store {
             Slot::GlobalPolicy => self.global_policies.remove(key).is_some(),
             Slot::Endpoint => self.endpoints.remove(key).is_some(),
             Slot::Node => self.nodes.remove(key).is_some(),
+            Slot::BgpPeer => self.bgp_peers.remove(key).is_some(),
+            Slot::BgpConfig => self.bgp_configs.remove(key).is_some(),
             Slot::Block => self.blocks.remove(key).is_some(),
             Slot::Affinity => self.affinities.remove(key).is_some(),
         }
@@ -131,6 +139,8 @@ impl Store {
                     | swap(&mut self.global_policies, fresh.global_policies)
                     | swap(&mut self.endpoints, fresh.endpoints)
                     | swap(&mut self.nodes, fresh.nodes)
+                    | swap(&mut self.bgp_peers, fresh.bgp_peers)
+                    | swap(&mut self.bgp_configs, fresh.bgp_configs)
             }
             WatchSource::Ipam => {
                 swap(&mut self.blocks, fresh.blocks) | swap(&mut self.affinities, fresh.affinities)
@@ -310,6 +320,19 @@ impl ClusterModel {
 
     pub fn nodes(&self) -> &BTreeMap<String, Node> {
         &self.store.nodes
+    }
+
+    pub fn bgp_peers(&self) -> &BTreeMap<String, BgpPeer> {
+        &self.store.bgp_peers
+    }
+
+    pub fn bgp_configs(&self) -> &BTreeMap<String, BgpConfiguration> {
+        &self.store.bgp_configs
+    }
+
+    /// The cluster-wide BGP configuration: the one named `default`, as in Calico.
+    pub fn bgp_config(&self) -> Option<&BgpConfiguration> {
+        self.store.bgp_configs.get(&self.layout.resource(Kind::BgpConfiguration, None, "default"))
     }
 
     pub fn blocks(&self) -> &BTreeMap<String, AllocationBlock> {

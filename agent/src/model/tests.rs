@@ -252,3 +252,46 @@ fn node_lookup_and_local_endpoints() {
     assert_eq!(model.node_address("host-a", false), None);
     assert_eq!(model.node_address("host-b", true), None);
 }
+
+#[test]
+fn bgp_resources_are_kept_and_bad_ones_refused_once() {
+    let peer = |ip: &str, asn: serde_json::Value| {
+        json!({
+            "kind": "BGPPeer", "apiVersion": "projectcalico.org/v3",
+            "metadata": {"name": "tor"},
+            "spec": {"peerIP": ip, "asNumber": asn}
+        })
+    };
+    let config = json!({
+        "kind": "BGPConfiguration", "apiVersion": "projectcalico.org/v3",
+        "metadata": {"name": "default"},
+        "spec": {"nodeToNodeMeshEnabled": false, "asNumber": 65001}
+    });
+    let l = layout();
+    let peer_key = l.resource(Kind::BgpPeer, None, "tor");
+    let mut model = ClusterModel::from_kvs(
+        l.clone(),
+        &[
+            kv(&peer_key, &peer("192.0.2.254", json!(65000)), 2),
+            kv(&l.resource(Kind::BgpConfiguration, None, "default"), &config, 3),
+        ],
+        3,
+    );
+    assert_eq!(model.bgp_peers().len(), 1);
+    let cfg = model.bgp_config().unwrap();
+    assert!(!cfg.spec.effective_mesh_enabled());
+
+    for (rev, bad) in [(4, peer("tor.example", json!(65000))), (6, peer("192.0.2.254", json!(0)))] {
+        let good = peer("192.0.2.254", json!(65000));
+        model.apply(WatchSource::Resources, WatchEvent::Put(kv(&peer_key, &good, rev - 1)));
+        assert_eq!(model.bgp_peers().len(), 1);
+        let before = model.invalid_reports();
+        assert!(model.apply(WatchSource::Resources, WatchEvent::Put(kv(&peer_key, &bad, rev))));
+        assert!(model.bgp_peers().is_empty(), "a bad peer must not stay programmed");
+        assert_eq!(model.invalid_reports(), before + 1);
+        // The same value again (a re-list) is not reported twice.
+        model.apply(WatchSource::Resources, WatchEvent::Put(kv(&peer_key, &bad, rev)));
+        assert_eq!(model.invalid_reports(), before + 1);
+    }
+    assert!(model.invalid()[&peer_key].reason.contains("spec.asNumber"));
+}

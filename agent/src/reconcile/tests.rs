@@ -7,7 +7,7 @@ use datastore::keys::{KeyLayout, Kind};
 use serde_json::json;
 
 use super::*;
-use crate::routes::{DesiredRoute, KernelRoute, KernelRouteKind, RouteOp};
+use crate::routes::{DesiredRoute, KernelRoute, RouteOp};
 
 const NODE: &str = "host-a";
 
@@ -70,18 +70,7 @@ impl FakeRoutes {
 }
 
 fn to_kernel(route: &DesiredRoute) -> KernelRoute {
-    let (kind, gateway) = match route.target {
-        routes::RouteTarget::Blackhole => (KernelRouteKind::Blackhole, None),
-        routes::RouteTarget::Via(gw) => (KernelRouteKind::Unicast, Some(gw)),
-    };
-    KernelRoute {
-        dst: route.dst,
-        protocol: routes::ROUTE_PROTOCOL,
-        kind,
-        gateway,
-        oif: None,
-        metric: routes::default_metric(&route.dst),
-    }
+    KernelRoute::written(route)
 }
 
 impl RouteTable for FakeRoutes {

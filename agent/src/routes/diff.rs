@@ -116,6 +116,7 @@ mod tests {
             gateway: gateway.map(|g| g.parse().unwrap()),
             oif: None,
             metric: 0,
+            onlink: false,
         }
     }
 

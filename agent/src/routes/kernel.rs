@@ -7,7 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use futures::TryStreamExt;
 use ipnet::IpNet;
 use rtnetlink::packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+    RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
+    RouteType,
 };
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::RouteMessageBuilder;
@@ -46,7 +47,7 @@ impl RouteError {
         }
     }
 
-    fn from_rtnetlink(op: String, err: &rtnetlink::Error) -> Self {
+    pub(super) fn from_rtnetlink(op: String, err: &rtnetlink::Error) -> Self {
         let errno = match err {
             rtnetlink::Error::NetlinkError(msg) => Some(msg.raw_code().abs()).filter(|e| *e != 0),
             _ => None,
@@ -118,12 +119,19 @@ impl RouteTable for NetlinkRoutes {
     }
 
     async fn apply(&mut self, op: &RouteOp) -> Result<(), RouteError> {
+        let tunnel = match op {
+            RouteOp::Add(DesiredRoute { target: RouteTarget::Tunnel(_), .. })
+            | RouteOp::Replace {
+                new: DesiredRoute { target: RouteTarget::Tunnel(_), .. }, ..
+            } => Some(super::tunnel::ensure_tunnel(&self.handle).await?),
+            _ => None,
+        };
         let result = match op {
             RouteOp::Add(route) => {
-                self.handle.route().add(new_route_message(route)?).execute().await
+                self.handle.route().add(new_route_message(route, tunnel)?).execute().await
             }
             RouteOp::Replace { new, .. } => {
-                self.handle.route().add(new_route_message(new)?).replace().execute().await
+                self.handle.route().add(new_route_message(new, tunnel)?).replace().execute().await
             }
             RouteOp::Delete(route) => {
                 self.handle.route().del(delete_message(route)).execute().await
@@ -133,8 +141,12 @@ impl RouteTable for NetlinkRoutes {
     }
 }
 
-/// The message that adds (or replaces) `route`: main table, default metric, protocol 112.
-fn new_route_message(route: &DesiredRoute) -> Result<RouteMessage, RouteError> {
+/// The message that adds (or replaces) `route`: main table, default metric, protocol 112;
+/// a tunnel route goes out of interface `tunnel` (the index of `tunl0`).
+fn new_route_message(
+    route: &DesiredRoute,
+    tunnel: Option<u32>,
+) -> Result<RouteMessage, RouteError> {
     let invalid = |e: &dyn std::fmt::Display| RouteError::Netlink {
         op: format!("build {route}"),
         errno: Some(libc::EINVAL),
@@ -147,6 +159,10 @@ fn new_route_message(route: &DesiredRoute) -> Result<RouteMessage, RouteError> {
     let builder = match route.target {
         RouteTarget::Blackhole => builder.kind(RouteType::BlackHole),
         RouteTarget::Via(gw) => builder.gateway(gw).map_err(|e| invalid(&e))?,
+        RouteTarget::Tunnel(gw) => {
+            let oif = tunnel.ok_or_else(|| invalid(&"no tunnel device index"))?;
+            builder.gateway(gw).map_err(|e| invalid(&e))?.output_interface(oif).onlink()
+        }
     };
     Ok(builder.build())
 }
@@ -217,7 +233,15 @@ fn kernel_route(msg: &RouteMessage) -> Option<KernelRoute> {
         RouteType::BlackHole => KernelRouteKind::Blackhole,
         _ => KernelRouteKind::Other,
     };
-    Some(KernelRoute { dst, protocol: u8::from(msg.header.protocol), kind, gateway, oif, metric })
+    Some(KernelRoute {
+        dst,
+        protocol: u8::from(msg.header.protocol),
+        kind,
+        gateway,
+        oif,
+        metric,
+        onlink: msg.header.flags.contains(RouteFlags::Onlink),
+    })
 }
 
 fn ip_of(addr: &RouteAddress) -> Option<IpAddr> {
@@ -236,13 +260,13 @@ mod tests {
 
     #[test]
     fn messages_carry_our_protocol() {
-        let add = new_route_message(&"10.65.0.0/26 via 192.0.2.2".parse().unwrap()).unwrap();
+        let add = new_route_message(&"10.65.0.0/26 via 192.0.2.2".parse().unwrap(), None).unwrap();
         assert_eq!(u8::from(add.header.protocol), ROUTE_PROTOCOL);
         assert_eq!(add.header.table, RouteHeader::RT_TABLE_MAIN);
         let parsed = kernel_route(&add).unwrap();
         assert_eq!(parsed.as_desired().unwrap().to_string(), "10.65.0.0/26 via 192.0.2.2");
 
-        let mut hole = new_route_message(&"blackhole fd00::/122".parse().unwrap()).unwrap();
+        let mut hole = new_route_message(&"blackhole fd00::/122".parse().unwrap(), None).unwrap();
         // As the kernel reports it: IPv6 routes added without a metric get 1024.
         hole.attributes.push(RouteAttribute::Priority(1024));
         let parsed = kernel_route(&hole).unwrap();
@@ -253,6 +277,14 @@ mod tests {
         assert_eq!(u8::from(del.header.protocol), ROUTE_PROTOCOL);
         assert_eq!(del.header.kind, RouteType::BlackHole);
         assert!(del.attributes.contains(&RouteAttribute::Priority(1024)));
+
+        let tunnel = "10.65.0.128/26 via 198.51.100.2 dev tunl0 onlink";
+        let msg = new_route_message(&tunnel.parse().unwrap(), Some(7)).unwrap();
+        assert!(msg.attributes.contains(&RouteAttribute::Oif(7)));
+        let parsed = kernel_route(&msg).unwrap();
+        assert!(parsed.onlink && parsed.is_ours());
+        assert_eq!(parsed.as_desired().unwrap().to_string(), tunnel);
+        assert!(new_route_message(&tunnel.parse().unwrap(), None).is_err());
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! touches a route without it. Among those, the agent owns blackhole and gateway routes; the
 //! `<ip>/32 dev cali…` device routes, which carry the same protocol, belong to the CNI plugin
 //! (it makes them at ADD and removes them at DEL), so the agent leaves them alone too.
+//!
+//! IPIP routes go `via <node ip> dev tunl0 onlink`; [`tunnel`] brings `tunl0` up for them.
 
 mod diff;
 mod kernel;
 mod plan;
+pub mod tunnel;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -20,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 pub use diff::{conflicts, diff};
 pub use kernel::{NetlinkRoutes, RouteError, RouteTable};
-pub use plan::{plan_routes, plan_routes_explained, PlanNote, RoutePlan};
+pub use plan::{block_owners, plan_routes, plan_routes_explained, PlanNote, RoutePlan};
 
 /// tabby's route protocol number (`proto 112` in `ip route`), shared with the CNI plugin.
 pub const ROUTE_PROTOCOL: u8 = cni_plugin::dataplane::ROUTE_PROTOCOL;
@@ -32,7 +35,8 @@ pub enum RouteTarget {
     Blackhole,
     /// Forwarded to another host (a remote block, or an address borrowed by that host).
     Via(IpAddr),
-    // IPIP (issue 8) adds `Tunnel { via, dev }` here: `via <node ip> dev tunl0 onlink`.
+    /// Encapsulated to another host: `via <node ip> dev tunl0 onlink` (IPIP pools).
+    Tunnel(IpAddr),
 }
 
 /// The metric the kernel gives a route added without one: 0 for IPv4, 1024 for IPv6
@@ -59,14 +63,22 @@ impl DesiredRoute {
     pub fn via(dst: IpNet, gateway: IpAddr) -> Self {
         DesiredRoute { dst, target: RouteTarget::Via(gateway) }
     }
+
+    pub fn tunnel(dst: IpNet, node: IpAddr) -> Self {
+        DesiredRoute { dst, target: RouteTarget::Tunnel(node) }
+    }
 }
 
-/// `ip route` style: `blackhole 10.65.0.0/26`, `10.65.0.64/26 via 192.0.2.2`.
+/// `ip route` style: `blackhole 10.65.0.0/26`, `10.65.0.64/26 via 192.0.2.2`,
+/// `10.65.0.128/26 via 198.51.100.2 dev tunl0 onlink`.
 impl fmt::Display for DesiredRoute {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.target {
             RouteTarget::Blackhole => write!(f, "blackhole {}", self.dst),
             RouteTarget::Via(gw) => write!(f, "{} via {gw}", self.dst),
+            RouteTarget::Tunnel(gw) => {
+                write!(f, "{} via {gw} dev {} onlink", self.dst, tunnel::TUNNEL_DEVICE)
+            }
         }
     }
 }
@@ -77,13 +89,17 @@ impl FromStr for DesiredRoute {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let words: Vec<&str> = s.split_whitespace().collect();
         let net = |w: &str| w.parse::<IpNet>().map_err(|_| format!("{w:?} is not a CIDR in {s:?}"));
+        let addr = |w: &str| w.parse().map_err(|_| format!("{w:?} is not an address in {s:?}"));
         match words.as_slice() {
             ["blackhole", dst] => Ok(DesiredRoute::blackhole(net(dst)?)),
-            [dst, "via", gw] => {
-                let gw = gw.parse().map_err(|_| format!("{gw:?} is not an address in {s:?}"))?;
-                Ok(DesiredRoute::via(net(dst)?, gw))
+            [dst, "via", gw] => Ok(DesiredRoute::via(net(dst)?, addr(gw)?)),
+            [dst, "via", gw, "dev", tunnel::TUNNEL_DEVICE, "onlink"] => {
+                Ok(DesiredRoute::tunnel(net(dst)?, addr(gw)?))
             }
-            _ => Err(format!("{s:?} is not `blackhole <cidr>` or `<cidr> via <ip>`")),
+            _ => Err(format!(
+                "{s:?} is not `blackhole <cidr>`, `<cidr> via <ip>` or `<cidr> via <ip> dev {} onlink`",
+                tunnel::TUNNEL_DEVICE
+            )),
         }
     }
 }
@@ -124,6 +140,10 @@ pub struct KernelRoute {
     pub oif: Option<u32>,
     #[serde(default)]
     pub metric: u32,
+    /// The gateway is taken as on-link (`onlink`): the agent writes this only for tunnel
+    /// routes, so one of ours with it is a tunnel route.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub onlink: bool,
 }
 
 impl KernelRoute {
@@ -136,6 +156,25 @@ impl KernelRoute {
                 KernelRouteKind::Unicast => self.gateway.is_some(),
                 KernelRouteKind::Other => false,
             }
+    }
+
+    /// The route the kernel holds after the agent added `route` (no output interface known):
+    /// for in-memory route tables and tests.
+    pub fn written(route: &DesiredRoute) -> KernelRoute {
+        let (kind, gateway, onlink) = match route.target {
+            RouteTarget::Blackhole => (KernelRouteKind::Blackhole, None, false),
+            RouteTarget::Via(gw) => (KernelRouteKind::Unicast, Some(gw), false),
+            RouteTarget::Tunnel(gw) => (KernelRouteKind::Unicast, Some(gw), true),
+        };
+        KernelRoute {
+            dst: route.dst,
+            protocol: ROUTE_PROTOCOL,
+            kind,
+            gateway,
+            oif: None,
+            metric: default_metric(&route.dst),
+            onlink,
+        }
     }
 
     /// Whether the route has the family's default metric, the one slot the agent writes.
@@ -151,6 +190,9 @@ impl KernelRoute {
         }
         match (self.kind, self.gateway) {
             (KernelRouteKind::Blackhole, _) => Some(DesiredRoute::blackhole(self.dst)),
+            (KernelRouteKind::Unicast, Some(gw)) if self.onlink => {
+                Some(DesiredRoute::tunnel(self.dst, gw))
+            }
             (KernelRouteKind::Unicast, Some(gw)) => Some(DesiredRoute::via(self.dst, gw)),
             _ => None,
         }
@@ -169,6 +211,9 @@ impl fmt::Display for KernelRoute {
         }
         if let Some(oif) = self.oif {
             write!(f, " oif {oif}")?;
+        }
+        if self.onlink {
+            f.write_str(" onlink")?;
         }
         write!(f, " proto {}", self.protocol)?;
         if !self.in_default_slot() {
@@ -217,9 +262,12 @@ mod tests {
 
     #[test]
     fn desired_route_text_round_trips() {
-        for text in
-            ["blackhole 10.65.0.0/26", "10.65.0.64/26 via 192.0.2.2", "fd00::/122 via fd01::2"]
-        {
+        for text in [
+            "blackhole 10.65.0.0/26",
+            "10.65.0.64/26 via 192.0.2.2",
+            "fd00::/122 via fd01::2",
+            "10.65.0.128/26 via 198.51.100.2 dev tunl0 onlink",
+        ] {
             let route: DesiredRoute = text.parse().unwrap();
             assert_eq!(route.to_string(), text);
         }
@@ -236,6 +284,7 @@ mod tests {
             gateway: gateway.map(|g| g.parse().unwrap()),
             oif: Some(2),
             metric: 0,
+            onlink: false,
         };
         assert!(route(112, KernelRouteKind::Blackhole, None).is_ours());
         assert!(route(112, KernelRouteKind::Unicast, Some("192.0.2.2")).is_ours());

@@ -1,6 +1,8 @@
 //! The route planner: a pure function of the cluster model and this host to the routes the
-//! host needs. Local blocks become blackholes, remote blocks `via` their node, addresses a
-//! node borrowed from another node's block become /32 (/128) routes via the borrower.
+//! host needs. Local blocks become blackholes, remote blocks `via` their node (or through
+//! `tunl0` for IPIP pools), addresses a node borrowed from another node's block become /32
+//! (/128) routes via the borrower. With BGP on, BIRD routes the remote blocks of pools
+//! without IPIP, so those are left out (as Calico leaves IPIP routes to Felix).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -46,7 +48,11 @@ pub fn plan_routes(model: &ClusterModel, host: &HostInfo) -> BTreeSet<DesiredRou
 /// A block's host is its `affinity` field (what allocation uses); a confirmed affinity record
 /// whose block does not exist (yet) counts too. A node's address is its BGP address, else its
 /// first listed address. Remote routes go direct only to nodes inside this host's subnet:
-/// the kernel refuses a gateway that is not on a connected network.
+/// the kernel refuses a gateway that is not on a connected network. Blocks of an
+/// `ipipMode: Always` pool go through `tunl0` to every node; of a `CrossSubnet` pool, to
+/// nodes outside this host's subnet. With `host.bgp`, remote blocks of pools without IPIP
+/// are BIRD's and not planned here (borrowed addresses still are: BIRD exports only whole
+/// blocks).
 pub fn plan_routes_explained(model: &ClusterModel, host: &HostInfo) -> RoutePlan {
     let mut planner = Planner { model, host, routes: BTreeMap::new(), notes: Vec::new() };
     for (cidr, owner) in block_owners(model) {
@@ -54,7 +60,7 @@ pub fn plan_routes_explained(model: &ClusterModel, host: &HostInfo) -> RoutePlan
             Some(owner) if owner == host.nodename => {
                 planner.insert(DesiredRoute::blackhole(cidr));
             }
-            Some(owner) => planner.remote(cidr, owner),
+            Some(owner) => planner.remote(cidr, owner, true),
             None => {}
         }
     }
@@ -68,7 +74,7 @@ pub fn plan_routes_explained(model: &ClusterModel, host: &HostInfo) -> RoutePlan
 }
 
 /// Every block and the host it is affine to (`None`: unaffine), by CIDR.
-fn block_owners(model: &ClusterModel) -> BTreeMap<IpNet, Option<&str>> {
+pub fn block_owners(model: &ClusterModel) -> BTreeMap<IpNet, Option<&str>> {
     let mut owners: BTreeMap<IpNet, Option<&str>> =
         model.blocks().values().map(|b| (b.cidr, b.affine_host())).collect();
     for record in model.affinities().values() {
@@ -98,8 +104,8 @@ impl Planner<'_> {
         self.notes.push(PlanNote { dst, reason });
     }
 
-    /// Routes `dst` to node `node`.
-    fn remote(&mut self, dst: IpNet, node: &str) {
+    /// Routes `dst` (a whole block when `block`) to node `node`.
+    fn remote(&mut self, dst: IpNet, node: &str, block: bool) {
         let v4 = matches!(dst, IpNet::V4(_));
         let Some(gateway) = self.model.node_address(node, v4) else {
             let family = if v4 { "IPv4" } else { "IPv6" };
@@ -110,39 +116,48 @@ impl Planner<'_> {
             self.note(dst, format!("node {node} claims this host's address {gateway}"));
             return;
         }
-        match self.target(dst, node, gateway) {
+        let encap = self.encap_of(dst);
+        if block && self.host.bgp && encap == EncapMode::Never {
+            return;
+        }
+        match self.target(encap, node, gateway) {
             Ok(target) => self.insert(DesiredRoute { dst, target }),
             Err(reason) => self.note(dst, reason),
         }
     }
 
-    /// How to reach `gateway` for `dst`. This is the seam for IPIP (issue 8): an `Always`
-    /// pool, or a `CrossSubnet` pool towards another subnet, will route via `tunl0` here.
-    fn target(&self, dst: IpNet, node: &str, gateway: IpAddr) -> Result<RouteTarget, String> {
+    /// The IPIP mode of the pool holding `dst` (`Never` outside every pool). IPIP is IPv4
+    /// only, whatever a pool says.
+    fn encap_of(&self, dst: IpNet) -> EncapMode {
+        if !matches!(dst, IpNet::V4(_)) {
+            return EncapMode::Never;
+        }
+        self.model
+            .pools()
+            .values()
+            .find(|p| p.spec.cidr.contains(&dst))
+            .map_or(EncapMode::Never, |p| p.spec.effective_ipip_mode())
+    }
+
+    /// How to reach `gateway` (node `node`) for a destination of a pool with `encap`.
+    fn target(&self, encap: EncapMode, node: &str, gateway: IpAddr) -> Result<RouteTarget, String> {
         // A host prefix (/32) says nothing about the subnet: treat it as unknown.
         let subnet =
             self.host.subnet_for(gateway).filter(|net| net.prefix_len() < net.max_prefix_len());
         let same_subnet = subnet.is_none_or(|net| net.contains(&gateway));
-        let encap = self
-            .model
-            .pools()
-            .values()
-            .find(|p| p.spec.cidr.contains(&dst))
-            .map_or(EncapMode::Never, |p| p.spec.effective_ipip_mode());
-        if same_subnet {
-            // Directly reachable: no encapsulation needed, whatever the pool asks for.
-            return Ok(RouteTarget::Via(gateway));
-        }
-        let subnet = subnet.map_or_else(String::new, |s| s.trunc().to_string());
         match encap {
-            EncapMode::Never => Err(format!(
-                "node {node} ({gateway}) is outside this host's subnet {subnet}; \
-                 direct routing needs the hosts on one subnet (use IPIP or BGP)"
-            )),
-            EncapMode::Always | EncapMode::CrossSubnet => Err(format!(
-                "node {node} ({gateway}) is outside this host's subnet {subnet} and its pool \
-                 asks for IPIP, which the agent does not program yet"
-            )),
+            EncapMode::Always => Ok(RouteTarget::Tunnel(gateway)),
+            EncapMode::CrossSubnet if !same_subnet => Ok(RouteTarget::Tunnel(gateway)),
+            EncapMode::Never | EncapMode::CrossSubnet if same_subnet => {
+                Ok(RouteTarget::Via(gateway))
+            }
+            EncapMode::Never | EncapMode::CrossSubnet => {
+                let subnet = subnet.map_or_else(String::new, |s| s.trunc().to_string());
+                Err(format!(
+                    "node {node} ({gateway}) is outside this host's subnet {subnet}; \
+                     direct routing needs the hosts on one subnet (use IPIP or BGP)"
+                ))
+            }
         }
     }
 
@@ -167,7 +182,7 @@ impl Planner<'_> {
                 continue;
             }
             if let Some(dst) = address_of(block.cidr, ordinal) {
-                self.remote(dst, holder);
+                self.remote(dst, holder, false);
             }
         }
     }

@@ -1,9 +1,11 @@
 //! `node status`: every node the datastore knows of (Node resources, agent heartbeats, block
 //! affinities, workload endpoints), with its agent's heartbeat age, address, blocks and
-//! endpoint count; then the BGP state.
+//! endpoint count; then the BGP state, with the sessions of the local BIRD when its control
+//! socket answers (`birdc show protocols`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use datastore::keys::{Kind, ParsedKey};
@@ -36,10 +38,80 @@ pub struct NodeStatus {
 struct Report {
     nodes: Vec<NodeStatus>,
     bgp: String,
+    /// The local BIRD's BGP sessions; absent when no BIRD answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    bgp_sessions: Option<Vec<BirdSession>>,
     problems: Vec<String>,
 }
 
-pub async fn status(store: &Store, format: Format) -> Result<String, CtlError> {
+/// Where the local BIRD is asked for its sessions.
+#[derive(Debug, Clone)]
+pub struct Bird {
+    pub socket: PathBuf,
+    pub birdc: PathBuf,
+}
+
+/// One BGP protocol of `birdc show protocols`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BirdSession {
+    pub name: String,
+    /// `up`, `start`, `down`…
+    pub state: String,
+    pub since: String,
+    /// `Established`, `Active  Socket: Connection refused`…
+    pub info: String,
+}
+
+/// The BGP rows of `birdc show protocols` output (other protocols and the banner skipped).
+pub fn parse_protocols(text: &str) -> Vec<BirdSession> {
+    text.lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                [name, "BGP", _table, state, since, info @ ..] => Some(BirdSession {
+                    name: (*name).to_owned(),
+                    state: (*state).to_owned(),
+                    since: (*since).to_owned(),
+                    info: info.join(" "),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// The local BIRD's sessions, or `None` when its socket is absent or it does not answer.
+fn bird_sessions(bird: &Bird, problems: &mut Vec<String>) -> Option<Vec<BirdSession>> {
+    if !bird.socket.exists() {
+        return None;
+    }
+    let out = std::process::Command::new(&bird.birdc)
+        .arg("-s")
+        .arg(&bird.socket)
+        .args(["show", "protocols"])
+        .stdin(std::process::Stdio::null())
+        .output();
+    match out {
+        Ok(out) if out.status.success() => {
+            Some(parse_protocols(&String::from_utf8_lossy(&out.stdout)))
+        }
+        Ok(out) => {
+            problems.push(format!(
+                "BIRD at {} did not answer: {}{}",
+                bird.socket.display(),
+                String::from_utf8_lossy(&out.stdout).trim(),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+            None
+        }
+        Err(e) => {
+            problems.push(format!("cannot run {}: {e}", bird.birdc.display()));
+            None
+        }
+    }
+}
+
+pub async fn status(store: &Store, format: Format, bird: &Bird) -> Result<String, CtlError> {
     let layout = &store.layout;
     let list = |prefix: String| async move {
         store.client.list(&prefix).await.map_err(CtlError::etcd(format!("cannot list {prefix}")))
@@ -115,15 +187,13 @@ pub async fn status(store: &Store, format: Format) -> Result<String, CtlError> {
     let peers = list(layout.resources_prefix(Kind::BgpPeer)).await?.kvs.len();
     let configs = list(layout.resources_prefix(Kind::BgpConfiguration)).await?.kvs.len();
     let bgp = if peers == 0 && configs == 0 {
-        "BGP: not configured".to_owned()
+        "BGP: not configured (no BGPPeer or BGPConfiguration: the node-to-node mesh when agents run BGP)".to_owned()
     } else {
-        // TODO(issue 8): the BIRD session table, once the agent runs BIRD and reports sessions.
-        format!(
-            "BGP: configured ({peers} peer(s), {configs} BGP configuration(s)); session table not available yet (TODO: issue 8)"
-        )
+        format!("BGP: configured ({peers} peer(s), {configs} BGP configuration(s))")
     };
+    let bgp_sessions = bird_sessions(bird, &mut problems);
 
-    let report = Report { nodes: nodes.into_values().collect(), bgp, problems };
+    let report = Report { nodes: nodes.into_values().collect(), bgp, bgp_sessions, problems };
     match format {
         Format::Json => to_json(&report),
         Format::Yaml => to_yaml(&report),
@@ -171,6 +241,18 @@ fn render(report: &Report, wide: bool) -> String {
     out.push('\n');
     out.push_str(&report.bgp);
     out.push('\n');
+    match &report.bgp_sessions {
+        None => out.push_str("No local BIRD answered: BGP sessions unknown.\n"),
+        Some(sessions) if sessions.is_empty() => out.push_str("BIRD has no BGP sessions.\n"),
+        Some(sessions) => {
+            let mut t = Table::new(&["PEER", "STATE", "SINCE", "INFO"]);
+            for s in sessions {
+                t.push(vec![s.name.clone(), s.state.clone(), s.since.clone(), s.info.clone()]);
+            }
+            out.push_str("\nBGP sessions of the local BIRD:\n");
+            out.push_str(&t.render());
+        }
+    }
     let unregistered: BTreeSet<&str> =
         report.nodes.iter().filter(|n| !n.registered).map(|n| n.name.as_str()).collect();
     if !unregistered.is_empty() {
@@ -181,4 +263,32 @@ fn render(report: &Report, wide: bool) -> String {
         let _ = writeln!(out, "warning: {p}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bgp_rows_of_show_protocols() {
+        let text = "BIRD 2.0.12 ready.\n\
+            Name       Proto      Table      State  Since         Info\n\
+            device1    Device     ---        up     06:14:58.622  \n\
+            tabby_blocks Static   master4    up     06:14:58.622  \n\
+            Mesh_10_250_1_12 BGP  ---        up     06:15:01.100  Established   \n\
+            Node_192_0_2_1_1179 BGP ---      start  06:15:00.000  Active        Socket: Connection refused\n";
+        let rows = parse_protocols(text);
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows[0],
+            BirdSession {
+                name: "Mesh_10_250_1_12".into(),
+                state: "up".into(),
+                since: "06:15:01.100".into(),
+                info: "Established".into()
+            }
+        );
+        assert_eq!(rows[1].state, "start");
+        assert_eq!(rows[1].info, "Active Socket: Connection refused");
+    }
 }

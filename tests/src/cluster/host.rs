@@ -153,34 +153,43 @@ impl Host {
     pub fn start_agent(&mut self) {
         assert!(!self.agent_running(), "{}: an agent is already running", self.name);
         self.write_config();
-        let log = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.log_path().display()));
-        let err = log.try_clone().unwrap_or_else(|e| panic!("cannot dup the log file: {e}"));
-        let mut net = std::ffi::OsString::from("--net=");
-        net.push(self.path());
-        // setpriv's parent-death signal kills the agent if the harness dies without running
-        // its destructors; nsenter and setpriv exec, so the child's pid is the agent's.
-        let child = Command::new("setpriv")
-            .args(["--pdeathsig", "KILL", "--", "nsenter"])
-            .arg(net)
-            .arg("--")
-            .arg(crate::bins::bin(crate::bins::AGENT))
-            .arg("--config")
-            .arg(self.config_path())
-            .stdin(std::process::Stdio::null())
-            .stdout(log)
-            .stderr(err)
-            // Its own process group: a Ctrl-C meant for the demo must not kill it before the
-            // demo's cleanup does.
-            .process_group(0)
-            // Plain log lines: tests grep them for keys and levels.
-            .env("NO_COLOR", "1")
+        let mut command =
+            self.daemon_command(crate::bins::bin(crate::bins::AGENT).as_os_str(), &self.log_path());
+        command.arg("--config").arg(self.config_path());
+        // Plain log lines: tests grep them for keys and levels.
+        command.env("NO_COLOR", "1");
+        let child = command
             .spawn()
             .unwrap_or_else(|e| panic!("{}: cannot start tabby-agent: {e}", self.name));
         self.agent = Some(Agent { child, started: Instant::now() });
+    }
+
+    /// A command running `program` in this host's namespace as a daemon of the harness, its
+    /// stdout and stderr appended to `log`; add the program's arguments and spawn it.
+    pub(crate) fn daemon_command(&self, program: &std::ffi::OsStr, log: &Path) -> Command {
+        let out = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", log.display()));
+        let err = out.try_clone().unwrap_or_else(|e| panic!("cannot dup the log file: {e}"));
+        let mut net = std::ffi::OsString::from("--net=");
+        net.push(self.path());
+        // setpriv's parent-death signal kills the daemon if the harness dies without running
+        // its destructors; nsenter and setpriv exec, so the child's pid is the daemon's.
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--pdeathsig", "KILL", "--", "nsenter"])
+            .arg(net)
+            .arg("--")
+            .arg(program)
+            .stdin(std::process::Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            // Its own process group: a Ctrl-C meant for the demo must not kill it before the
+            // demo's cleanup does.
+            .process_group(0);
+        command
     }
 
     /// Stops the agent with SIGTERM (SIGKILL after 5 s); returns how it exited.
@@ -301,20 +310,26 @@ impl Agent {
     }
 
     fn terminate(&mut self, signal: Signal, grace: Duration) -> Option<ExitStatus> {
-        if let Ok(Some(status)) = self.child.try_wait() {
+        terminate(&mut self.child, signal, grace)
+    }
+}
+
+/// Sends `signal` to `child` and waits up to `grace` for it to exit, then kills it; returns
+/// how it exited.
+pub(crate) fn terminate(child: &mut Child, signal: Signal, grace: Duration) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    let _ = kill(Pid::from_raw(child.id() as i32), signal);
+    let deadline = Instant::now() + grace;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
             return Some(status);
         }
-        let _ = kill(Pid::from_raw(self.child.id() as i32), signal);
-        let deadline = Instant::now() + grace;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return Some(status);
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        self.child.wait().ok()
+        std::thread::sleep(Duration::from_millis(20));
     }
+    let _ = child.kill();
+    child.wait().ok()
 }
 
 impl Drop for Agent {

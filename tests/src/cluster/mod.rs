@@ -14,9 +14,13 @@
 //! agents, deletes every namespace and stops etcd.
 
 mod host;
+mod many;
+mod routing;
 mod workload;
 
 pub use host::{normalized_ruleset, Agent, Host, METRICS_PORT, NFT_TABLE};
+pub use many::{spread, AttachReport, Fleet, WorkloadSpec};
+pub use routing::{Bird, Outside, BIRD, BIRDC};
 pub use workload::{Endpoint, Workload, IFNAME};
 
 use std::collections::BTreeMap;
@@ -47,6 +51,8 @@ pub struct ClusterBuilder {
     agents: bool,
     settings: BTreeMap<String, String>,
     ports: Vec<u16>,
+    bgp: bool,
+    subnet_per_host: bool,
 }
 
 impl Default for ClusterBuilder {
@@ -56,6 +62,8 @@ impl Default for ClusterBuilder {
             agents: true,
             settings: BTreeMap::new(),
             ports: crate::scenario::PORTS.to_vec(),
+            bgp: false,
+            subnet_per_host: false,
         }
     }
 }
@@ -91,6 +99,20 @@ impl ClusterBuilder {
         self
     }
 
+    /// Agents run BGP: each writes its BIRD config and socket path into its host's directory
+    /// (start BIRD with [`Host::start_bird`]).
+    pub fn bgp(mut self, on: bool) -> Self {
+        self.bgp = on;
+        self
+    }
+
+    /// Each host on a subnet of its own (`10.(250+i).N.0/24`, at most 5 hosts), the fabric
+    /// routing between them like a router that knows only the hosts' subnets.
+    pub fn subnet_per_host(mut self, on: bool) -> Self {
+        self.subnet_per_host = on;
+        self
+    }
+
     /// The TCP ports every workload's echo server answers on (default [`crate::scenario::PORTS`]).
     pub fn serve_ports(mut self, ports: &[u16]) -> Self {
         self.ports = ports.to_vec();
@@ -122,12 +144,24 @@ impl ClusterBuilder {
         for i in 0..self.hosts {
             let letter = char::from(b'a' + i as u8);
             let name = format!("host-{letter}");
-            let ip = Ipv4Addr::new(10, 250, index as u8, 11 + i as u8);
+            let (ip, gateway) = if self.subnet_per_host {
+                assert!(self.hosts <= 5, "a subnet per host allows at most 5 hosts");
+                let second = 250 + i as u8;
+                let gateway = Ipv4Addr::new(10, second, index as u8, 1);
+                if i > 0 {
+                    fabric.ip_ok(["addr", "add", &format!("{gateway}/24"), "dev", "br0"]);
+                }
+                (Ipv4Addr::new(10, second, index as u8, 11 + i as u8), gateway)
+            } else {
+                (Ipv4Addr::new(10, 250, index as u8, 11 + i as u8), fabric_ip)
+            };
             let netns = Netns::new(&format!("host{letter}"));
             let veth = format!("h{letter}");
             fabric.ip_ok([
                 "link",
                 "add",
+                // `name` keeps `ip` from reading a short name as a keyword (`he` is `help`).
+                "name",
                 &veth,
                 "type",
                 "veth",
@@ -137,10 +171,10 @@ impl ClusterBuilder {
                 "netns",
                 netns.name(),
             ]);
-            fabric.ip_ok(["link", "set", &veth, "master", "br0", "up"]);
+            fabric.ip_ok(["link", "set", "dev", &veth, "master", "br0", "up"]);
             netns.ip_ok(["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
             netns.ip_ok(["link", "set", "eth0", "up"]);
-            netns.ip_ok(["route", "add", "default", "via", &fabric_ip.to_string()]);
+            netns.ip_ok(["route", "add", "default", "via", &gateway.to_string()]);
             let forwarding = run(
                 nsenter(&netns.path(), "sysctl").args(["-qw", "net.ipv4.ip_forward=1"]),
                 None,
@@ -153,6 +187,14 @@ impl ClusterBuilder {
             hosts.push(Host::new(name, ip, host_dir, netns));
         }
 
+        if self.subnet_per_host {
+            let forwarding = run(
+                nsenter(&fabric.path(), "sysctl").args(["-qw", "net.ipv4.ip_forward=1"]),
+                None,
+                Duration::from_secs(5),
+            );
+            assert!(forwarding.success(), "fabric: {}", forwarding.describe());
+        }
         let etcd = Etcd::builder().netns(fabric.name()).listen_ip(IpAddr::V4(fabric_ip)).start();
         let mut cluster = Cluster {
             workloads: Vec::new(),
@@ -180,6 +222,14 @@ impl ClusterBuilder {
             settings
                 .insert("etcd.endpoints".into(), format!("[{}]", quote(&cluster.etcd.endpoint())));
             settings.insert("etcd.prefix".into(), quote(ETCD_PREFIX));
+            if self.bgp {
+                settings.insert("bgp.enabled".into(), "true".into());
+                let config = host.bird_config_path();
+                settings.insert("bgp.bird_config".into(), quote(&config.to_string_lossy()));
+                let socket = host.bird_socket_path();
+                settings.insert("bgp.bird_socket".into(), quote(&socket.to_string_lossy()));
+                settings.insert("bgp.birdc".into(), quote(BIRDC));
+            }
             settings.extend(self.settings.clone());
             host.set_settings(settings);
         }
@@ -398,19 +448,7 @@ impl Cluster {
     }
 
     fn create_pool(&self) {
-        let name = format!("pool-{}", self.pool.split('.').nth(1).unwrap_or("0"));
-        self.apply(&serde_json::json!({
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "IPPool",
-            "metadata": { "name": name },
-            "spec": {
-                "cidr": self.pool,
-                "blockSize": 26,
-                "ipipMode": "Never",
-                "natOutgoing": false,
-                "nodeSelector": "all()",
-            },
-        }));
+        self.set_pool_routing("Never", false);
     }
 
     /// Waits until every running agent answers 200 on `/readyz`; panics after `timeout` with
