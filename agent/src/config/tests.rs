@@ -319,3 +319,15 @@ fn bgp_settings() {
         assert_eq!(invalid(err).0, field, "{toml}");
     }
 }
+
+#[test]
+fn the_shipped_manifest_is_a_valid_config_with_the_defaults_it_documents() {
+    let scratch = Scratch::new();
+    let shipped = include_str!("../../../manifests/agent.toml");
+    let from_manifest = load(&scratch.inputs(shipped)).unwrap().config;
+    let from_empty = load(&scratch.inputs("")).unwrap().config;
+    // Every value the manifest spells out is the default it claims to be.
+    assert_eq!(from_manifest.bgp, from_empty.bgp);
+    assert_eq!(from_manifest.docker, from_empty.docker);
+    assert_eq!(from_manifest.etcd, from_empty.etcd);
+}

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use datastore::client::{Client, Error as StoreError, Kv, Read};
-use datastore::keys::{workload_endpoint_name, Kind};
+use datastore::keys::{workload_endpoint_name, KeyLayout, Kind};
 use datastore::model::{
     is_dns1123_label, is_valid_label_key, is_valid_label_value, EncapMode, IpPoolSpec, Profile,
     Resource, WorkloadEndpoint, WorkloadEndpointSpec,
@@ -21,6 +21,9 @@ use crate::spec::{sanitize_mesos_label, ContainerId, Error, IfName, NetConf};
 
 /// The orchestrator name Calico gives endpoints made by a CNI plugin outside Kubernetes.
 pub const ORCHESTRATOR: &str = "cni";
+/// The orchestrator (and workload) name of endpoints made by a Docker network driver, as
+/// Calico's libnetwork plugin names them.
+pub const LIBNETWORK: &str = "libnetwork";
 /// The Mesos label that chooses an endpoint's namespace (Calico cni-plugin PR #886).
 pub const NAMESPACE_LABEL: &str = "projectcalico.org/namespace";
 /// The label naming the orchestrator, as Calico sets it on every endpoint.
@@ -41,7 +44,11 @@ pub struct EndpointPlan {
     pub namespace: String,
     pub name: String,
     pub node: String,
+    /// [`ORCHESTRATOR`] for CNI attachments, [`LIBNETWORK`] for Docker's.
+    pub orchestrator: String,
+    /// The container id (CNI), or the libnetwork endpoint id (Docker).
     pub container_id: String,
+    /// The interface name in the container (CNI), or the libnetwork endpoint id (Docker).
     pub ifname: String,
     pub labels: BTreeMap<String, String>,
     /// The network's name: the endpoint's one profile.
@@ -99,12 +106,58 @@ impl EndpointPlan {
             namespace,
             name,
             node,
+            orchestrator: ORCHESTRATOR.to_owned(),
             container_id: container_id.to_string(),
             ifname: ifname.to_string(),
             labels,
             profile: conf.name.clone(),
             profile_key: keys.resource(Kind::Profile, None, &conf.name),
         })
+    }
+
+    /// The endpoint of a Docker (libnetwork) attachment, named as Calico's libnetwork plugin
+    /// names it: `<node>-libnetwork-libnetwork-<endpoint id>` in namespace `default`, with the
+    /// network's name as its one profile. Errors name the field at fault.
+    pub fn libnetwork(
+        keys: &KeyLayout,
+        node: &str,
+        endpoint_id: &str,
+        network: &str,
+    ) -> Result<EndpointPlan, Error> {
+        let (name, key) = Self::libnetwork_key(keys, node, endpoint_id)?;
+        Profile::classic_default(network).validate().map_err(|e| {
+            Error::config("network name", format!("{network:?} cannot name a profile: {e}"))
+        })?;
+        let namespace = DEFAULT_NAMESPACE.to_owned();
+        let labels = BTreeMap::from([
+            (NAMESPACE_LABEL.to_owned(), namespace.clone()),
+            (ORCHESTRATOR_LABEL.to_owned(), LIBNETWORK.to_owned()),
+        ]);
+        Ok(EndpointPlan {
+            key,
+            namespace,
+            name,
+            node: node.to_owned(),
+            orchestrator: LIBNETWORK.to_owned(),
+            container_id: endpoint_id.to_owned(),
+            ifname: endpoint_id.to_owned(),
+            labels,
+            profile: network.to_owned(),
+            profile_key: keys.resource(Kind::Profile, None, network),
+        })
+    }
+
+    /// The name and key of a Docker endpoint's record, without the network's name (which a
+    /// late `DeleteEndpoint` may no longer know).
+    pub fn libnetwork_key(
+        keys: &KeyLayout,
+        node: &str,
+        endpoint_id: &str,
+    ) -> Result<(String, String), Error> {
+        let name = workload_endpoint_name(node, LIBNETWORK, LIBNETWORK, endpoint_id)
+            .map_err(|e| Error::config("EndpointID", e.to_string()))?;
+        let key = keys.resource(Kind::WorkloadEndpoint, Some(DEFAULT_NAMESPACE), &name);
+        Ok((name, key))
     }
 
     /// Where the endpoint of an attachment lives, without validating anything else: what
@@ -128,11 +181,13 @@ impl EndpointPlan {
 
     /// The endpoint record for the attachment as made.
     pub fn record(&self, ips: &[IpNet], host_ifname: &str, mac: &str) -> WorkloadEndpoint {
+        // libnetwork tells a driver nothing of the container: the endpoint id stands for it.
+        let libnetwork = self.orchestrator == LIBNETWORK;
         let spec = WorkloadEndpointSpec {
-            orchestrator: Some(ORCHESTRATOR.to_owned()),
-            workload: Some(self.container_id.clone()),
+            orchestrator: Some(self.orchestrator.clone()),
+            workload: Some(if libnetwork { LIBNETWORK } else { &self.container_id }.to_owned()),
             node: Some(self.node.clone()),
-            container_id: Some(self.container_id.clone()),
+            container_id: (!libnetwork).then(|| self.container_id.clone()),
             endpoint: Some(self.ifname.clone()),
             ip_networks: ips.to_vec(),
             profiles: vec![self.profile.clone()],
@@ -269,7 +324,7 @@ pub async fn write(
 
 /// Creates the classic default profile for `name` when there is none; an existing profile,
 /// however it reads, is left alone.
-async fn ensure_profile(client: &Client, key: &str, name: &str) -> Result<(), Error> {
+pub async fn ensure_profile(client: &Client, key: &str, name: &str) -> Result<(), Error> {
     let profile = Profile::classic_default(name);
     let json = profile.to_json().map_err(|e| Error::internal("encode profile", e))?;
     match client.create(key, json).await {
@@ -377,6 +432,29 @@ mod tests {
         assert_eq!(p.profile_key, "/t/resources/v3/projectcalico.org/profiles/web");
         assert_eq!(p.labels[ORCHESTRATOR_LABEL], "cni");
         assert_eq!(p.labels[NAMESPACE_LABEL], "default");
+    }
+
+    #[test]
+    fn libnetwork_plans_name_the_endpoint_like_calicos_plugin() {
+        let keys = KeyLayout::new("/t".to_owned());
+        let id = "3f2a-b";
+        let p = EndpointPlan::libnetwork(&keys, "host-1", id, "web").unwrap();
+        assert_eq!(p.name, "host--1-libnetwork-libnetwork-3f2a--b");
+        assert_eq!(
+            p.key,
+            "/t/resources/v3/projectcalico.org/workloadendpoints/default/host--1-libnetwork-libnetwork-3f2a--b"
+        );
+        let wep = p.record(&["10.0.0.5/32".parse().unwrap()], "cali3f2ab", "ee:ee:ee:ee:ee:01");
+        wep.validate().unwrap();
+        assert_eq!(wep.spec.orchestrator.as_deref(), Some("libnetwork"));
+        assert_eq!(wep.spec.endpoint.as_deref(), Some(id));
+        assert_eq!(wep.spec.container_id, None);
+        assert_eq!(wep.spec.profiles, ["web"]);
+        assert_eq!(wep.metadata.labels[ORCHESTRATOR_LABEL], "libnetwork");
+        let err = EndpointPlan::libnetwork(&keys, "host-1", "-x", "web").unwrap_err();
+        assert!(err.to_string().contains("EndpointID"), "{err}");
+        let err = EndpointPlan::libnetwork(&keys, "host-1", id, "Bad_Net").unwrap_err();
+        assert!(err.to_string().contains("network name"), "{err}");
     }
 
     #[test]
