@@ -88,16 +88,8 @@ pub fn create(
     }
     create_veth(&mut hsock, host_ifname, container_ifname, mtu, Some(container_file.as_raw_fd()))?;
     let found = (|| {
-        let host_index = hsock
-            .link_by_name(host_ifname)
-            .map_err(Error::netlink(format!("look up {host_ifname}")))?
-            .ok_or_else(|| vanished(host_ifname))?
-            .header
-            .index;
-        let container_link = csock
-            .link_by_name(container_ifname)
-            .map_err(Error::netlink(format!("look up {container_ifname}")))?
-            .ok_or_else(|| vanished(container_ifname))?;
+        let host_index = made_link(&mut hsock, host_ifname)?.header.index;
+        let container_link = made_link(&mut csock, container_ifname)?;
         Ok::<_, Error>((host_index, container_link))
     })();
     match found {
@@ -235,16 +227,8 @@ pub fn setup_host_side(host: &Netns, link: &WorkloadLink) -> Result<Attached, Er
     }
     create_veth(&mut hsock, host_ifname, peer, link.mtu, None)?;
     let made = (|| {
-        let host_index = hsock
-            .link_by_name(host_ifname)
-            .map_err(Error::netlink(format!("look up {host_ifname}")))?
-            .ok_or_else(|| vanished(host_ifname))?
-            .header
-            .index;
-        let peer_link = hsock
-            .link_by_name(peer)
-            .map_err(Error::netlink(format!("look up {peer}")))?
-            .ok_or_else(|| vanished(peer))?;
+        let host_index = made_link(&mut hsock, host_ifname)?.header.index;
+        let peer_link = made_link(&mut hsock, peer)?;
         let v6 = link.addresses.iter().any(IpAddr::is_ipv6);
         prepare_host_end(&mut hsock, host, host_index, host_ifname, v6)?;
         add_host_routes(&mut hsock, host_index, host_ifname, &link.addresses)?;
@@ -403,6 +387,13 @@ fn has_default_route(
     family: AddressFamily,
 ) -> Result<bool, super::NetlinkError> {
     Ok(sock.routes(family, None)?.iter().any(|r| r.header.destination_prefix_length == 0))
+}
+
+/// A link this call has just made: gone again is an error.
+fn made_link(sock: &mut RouteSocket, ifname: &str) -> Result<LinkMessage, Error> {
+    sock.link_by_name(ifname)
+        .map_err(Error::netlink(format!("look up {ifname}")))?
+        .ok_or_else(|| vanished(ifname))
 }
 
 fn vanished(ifname: &str) -> Error {
