@@ -5,8 +5,8 @@
 //!
 //! Nothing touches the kernel before every watched prefix has been listed once. A periodic
 //! resync re-applies everything from scratch (repairing what others changed), a route refresh
-//! re-checks the routes, failures back off and retry, and stopping leaves the dataplane as
-//! it is.
+//! re-checks the routes (putting back missing workload device routes too), failures back off
+//! and retry, and stopping leaves the dataplane as it is.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -127,6 +127,7 @@ pub struct Reconciler<R> {
     /// What was last logged, to log changes only.
     last_notes: Vec<PlanNote>,
     last_conflicts: BTreeSet<String>,
+    last_device_conflicts: BTreeSet<String>,
 }
 
 impl<R> std::fmt::Debug for Reconciler<R> {
@@ -158,6 +159,7 @@ impl<R: RouteTable> Reconciler<R> {
             applied_generation: None,
             last_notes: Vec::new(),
             last_conflicts: BTreeSet::new(),
+            last_device_conflicts: BTreeSet::new(),
         }
     }
 
@@ -209,7 +211,9 @@ impl<R: RouteTable> Reconciler<R> {
                         }
                     }
                 }
-                outcome.route_ops = ops.len() - failed;
+                let repaired =
+                    self.repair_device_routes(&plan.device_routes, &observed, &mut failures).await;
+                outcome.route_ops = ops.len() - failed + repaired;
                 outcome.routes = plan.routes.len();
                 self.metrics.routes.set(plan.routes.len() as u64);
             }
@@ -259,6 +263,62 @@ impl<R: RouteTable> Reconciler<R> {
             tracing::debug!(took = ?elapsed, "dataplane already in step");
         }
         Ok(outcome)
+    }
+
+    /// Puts back the missing device routes of this host's workloads (see
+    /// [`routes::repair_device_routes`]); returns how many went in.
+    async fn repair_device_routes(
+        &mut self,
+        desired: &BTreeSet<routes::DeviceRoute>,
+        observed: &[routes::KernelRoute],
+        failures: &mut Vec<Failure>,
+    ) -> usize {
+        // Links are read only when a wanted destination has no route at all: the usual case
+        // costs no extra dump. They are read after the routes: the CNI plugin's DEL removes
+        // the routes before it sets the veth down, and the kernel refuses (and flushes) routes
+        // out of a down link, so a DEL caught half way never keeps a repaired route.
+        let links = if routes::any_unrouted(desired, observed) {
+            match self.routes.links().await {
+                Ok(links) => links,
+                Err(e) => {
+                    failures.push(Failure::Routes(e));
+                    return 0;
+                }
+            }
+        } else {
+            Vec::new()
+        };
+        let repair = routes::repair_device_routes(desired, observed, &links);
+        self.log_device_conflicts(&repair.conflicts);
+        let mut added = 0;
+        for add in &repair.adds {
+            match self.routes.add_device_route(add).await {
+                Ok(true) => {
+                    added += 1;
+                    tracing::warn!(route = %add, "workload device route was missing; put it back");
+                }
+                Ok(false) => {
+                    tracing::debug!(route = %add, "workload device route repair overtaken");
+                }
+                Err(e) => {
+                    tracing::warn!(route = %add, error = %e, "workload device route repair failed");
+                    failures.push(Failure::Routes(e));
+                }
+            }
+        }
+        added
+    }
+
+    fn log_device_conflicts(&mut self, conflicts: &[(routes::DeviceRoute, routes::KernelRoute)]) {
+        let now: BTreeSet<String> =
+            conflicts.iter().map(|(want, theirs)| format!("{want} (held by {theirs})")).collect();
+        for conflict in now.difference(&self.last_device_conflicts) {
+            tracing::warn!(
+                %conflict,
+                "another route holds a workload's address; leaving it alone"
+            );
+        }
+        self.last_device_conflicts = now;
     }
 
     fn record_report(&self, report: &ApplyReport) {

@@ -1,6 +1,7 @@
 //! Golden files for the pure route planner and route diff.
 //!
-//! `golden/routes/<case>/{model.json, host.json}` → `expected.json` (routes and notes);
+//! `golden/routes/<case>/{model.json, host.json}` → `expected.json` (routes, the local
+//! workloads' device routes, and notes);
 //! `golden/route-diff/<case>/{desired.json, observed.json}` → `expected.json` (operations);
 //! `golden/bird/<case>/{model.json, host.json}` → `expected.conf` (the BIRD config, which
 //! the real `bird -p` must also accept) and `expected-notes.json`.
@@ -87,6 +88,7 @@ fn route_planner_golden_files() {
         assert_eq!(plan.routes, routes::plan_routes(&model, &host));
         let actual = json!({
             "routes": plan.routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "device_routes": plan.device_routes.iter().map(ToString::to_string).collect::<Vec<_>>(),
             "notes": plan.notes.iter().map(|n| format!("{}: {}", n.dst, n.reason)).collect::<Vec<_>>(),
             "ignored": model.invalid().keys().collect::<Vec<_>>(),
         });

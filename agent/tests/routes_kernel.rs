@@ -172,3 +172,105 @@ fn tunnel_routes_go_through_tunl0_or_say_why_not() {
         }
     }
 }
+
+/// One route reconcile with the agent's own [`Reconciler`] (no nftables) over `model`, in
+/// `ns`; returns how many route changes it made.
+fn reconcile_once(ns: &Netns, model: agent::model::ClusterModel) -> usize {
+    use agent::reconcile::{LoopSettings, Reconciler};
+    use std::sync::Arc;
+    in_netns(ns, move || {
+        Box::pin(async move {
+            let mut reconciler = Reconciler::new(
+                agent::host::HostInfo::new("host-a"),
+                NetlinkRoutes::new().unwrap(),
+                Vec::new(),
+                Arc::new(agent::health::Health::new()),
+                Arc::new(agent::metrics::Metrics::default()),
+                LoopSettings::default(),
+            );
+            reconciler.reconcile(&model, false).await.unwrap().route_ops
+        })
+    })
+}
+
+/// A model holding one endpoint of `host-a` on `interface` with `addresses`.
+fn model_with_endpoint(interface: &str, addresses: &[&str]) -> agent::model::ClusterModel {
+    use datastore::keys::{KeyLayout, Kind};
+    let layout = KeyLayout::new("/calico");
+    let wep = serde_json::json!({
+        "kind": "WorkloadEndpoint", "apiVersion": "projectcalico.org/v3",
+        "metadata": {"name": "host--a-cni-c1-eth0", "namespace": "default"},
+        "spec": {"orchestrator": "cni", "node": "host-a", "containerID": "c1", "endpoint": "eth0",
+                 "ipNetworks": addresses, "profiles": ["kns.default"], "interfaceName": interface}
+    });
+    let kv = datastore::client::Kv {
+        key: layout.resource(Kind::WorkloadEndpoint, Some("default"), "host--a-cni-c1-eth0"),
+        value: serde_json::to_vec(&wep).unwrap(),
+        mod_revision: 1,
+        create_revision: 1,
+        version: 1,
+    };
+    let model = agent::model::ClusterModel::from_kvs(layout, &[kv], 1);
+    assert!(model.invalid().is_empty(), "{:?}", model.invalid());
+    assert_eq!(model.local_endpoints("host-a").count(), 1);
+    model
+}
+
+/// Felix's repair: a workload's device route deleted by hand comes back on the next route
+/// reconcile, exactly as the CNI plugin made it; never on a down veth (the CNI plugin's DEL
+/// downs it first), and a device route with no endpoint in the model is left alone.
+#[test]
+fn missing_device_route_of_an_up_veth_is_put_back() {
+    testkit::require_root();
+    let ns = Netns::new("devrt");
+    ns.ip_ok(["link", "set", "lo", "up"]);
+    for (host, peer) in [("calitest000001", "peer1"), ("calistray00001", "peer2")] {
+        ns.ip_ok(["link", "add", host, "type", "veth", "peer", "name", peer]);
+        ns.ip_ok(["link", "set", peer, "up"]);
+        ns.ip_ok(["link", "set", host, "up"]);
+    }
+    // A device route the agent has no endpoint for (a workload it has not seen yet).
+    let stray = ["10.65.0.77/32", "dev", "calistray00001", "scope", "link", "proto", "112"];
+    ns.ip_ok([&["route", "add"][..], &stray[..]].concat());
+    let v4 = ["route", "show", "10.65.0.5/32"];
+    let v6 = ["-6", "route", "show", "fd00:65::5/128"];
+
+    let model = || model_with_endpoint("calitest000001", &["10.65.0.5/32", "fd00:65::5/128"]);
+    // Nothing there (as if deleted by hand): both addresses come back.
+    assert_eq!(reconcile_once(&ns, model()), 2);
+    let shown = ns.ip_ok(v4);
+    assert_eq!(shown.trim(), "10.65.0.5 dev calitest000001 proto 112 scope link", "{shown}");
+    let shown = ns.ip_ok(v6);
+    assert!(shown.contains("fd00:65::5 dev calitest000001 proto 112"), "{shown}");
+    // In step: nothing more to do.
+    assert_eq!(reconcile_once(&ns, model()), 0);
+    let stray_shown = ns.ip_ok(["route", "show", "10.65.0.77/32"]);
+    assert!(stray_shown.contains("dev calistray00001 proto 112 scope link"), "{stray_shown}");
+
+    // The CNI plugin's DEL: veth down, routes gone. The agent must not bring them back.
+    ns.ip_ok(["link", "set", "calitest000001", "down"]);
+    let _ = ns.ip(["route", "del", "10.65.0.5/32"]);
+    let _ = ns.ip(["-6", "route", "del", "fd00:65::5/128"]);
+    assert_eq!(reconcile_once(&ns, model()), 0);
+    assert_eq!(ns.ip_ok(v4).trim(), "", "route came back on a down veth");
+    assert_eq!(ns.ip_ok(v6).trim(), "", "route came back on a down veth");
+    let stray_shown = ns.ip_ok(["route", "show", "10.65.0.77/32"]);
+    assert!(stray_shown.contains("dev calistray00001"), "stray route touched: {stray_shown}");
+}
+
+/// A workload's address already routed out of another interface is left as it is.
+#[test]
+fn device_route_on_another_interface_is_left_alone() {
+    testkit::require_root();
+    let ns = Netns::new("devcf");
+    for (host, peer) in [("calitest000002", "peer1"), ("caliother0002", "peer2")] {
+        ns.ip_ok(["link", "add", host, "type", "veth", "peer", "name", peer]);
+        ns.ip_ok(["link", "set", peer, "up"]);
+        ns.ip_ok(["link", "set", host, "up"]);
+    }
+    let elsewhere = ["10.65.0.6/32", "dev", "caliother0002", "scope", "link", "proto", "112"];
+    ns.ip_ok([&["route", "add"][..], &elsewhere[..]].concat());
+    assert_eq!(reconcile_once(&ns, model_with_endpoint("calitest000002", &["10.65.0.6/32"])), 0);
+    let shown = ns.ip_ok(["route", "show", "10.65.0.6/32"]);
+    assert_eq!(shown.trim(), "10.65.0.6 dev caliother0002 proto 112 scope link", "{shown}");
+}

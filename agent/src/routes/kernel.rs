@@ -1,11 +1,13 @@
-//! The kernel side of routes: read the main table and apply [`RouteOp`]s over rtnetlink, in
-//! the network namespace the process runs in.
+//! The kernel side of routes: read the main table and the links, apply [`RouteOp`]s and put
+//! back missing workload device routes over rtnetlink, in the network namespace the process
+//! runs in.
 
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use ipnet::IpNet;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
 use rtnetlink::packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteProtocol, RouteScope,
     RouteType,
@@ -13,6 +15,7 @@ use rtnetlink::packet_route::route::{
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::RouteMessageBuilder;
 
+use super::device::{DeviceRouteAdd, Link};
 use super::{DesiredRoute, KernelRoute, KernelRouteKind, RouteOp, RouteTarget, ROUTE_PROTOCOL};
 
 /// A failed route read or write.
@@ -67,6 +70,25 @@ pub trait RouteTable: Send {
     fn dump(&mut self) -> impl Future<Output = Result<Vec<KernelRoute>, RouteError>> + Send;
     /// Applies one change.
     fn apply(&mut self, op: &RouteOp) -> impl Future<Output = Result<(), RouteError>> + Send;
+    /// Every link of the namespace. A table that cannot see links (one in memory) has none,
+    /// so it never repairs a device route.
+    fn links(&mut self) -> impl Future<Output = Result<Vec<Link>, RouteError>> + Send {
+        async { Ok(Vec::new()) }
+    }
+    /// Adds a missing workload device route, exactly as the CNI plugin makes it. `false`
+    /// when the world moved since the dump: the route appeared (the plugin won the race), or
+    /// the veth went down or away (a DEL under way).
+    fn add_device_route(
+        &mut self,
+        add: &DeviceRouteAdd,
+    ) -> impl Future<Output = Result<bool, RouteError>> + Send {
+        let err = RouteError::Netlink {
+            op: add.to_string(),
+            errno: Some(libc::EOPNOTSUPP),
+            reason: "this route table cannot add device routes".into(),
+        };
+        async { Err(err) }
+    }
 }
 
 /// The main table of this process's network namespace, over an rtnetlink socket.
@@ -139,6 +161,78 @@ impl RouteTable for NetlinkRoutes {
         };
         result.map_err(|e| RouteError::from_rtnetlink(op.to_string(), &e))
     }
+
+    async fn links(&mut self) -> Result<Vec<Link>, RouteError> {
+        let messages: Vec<LinkMessage> = self
+            .handle
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(|e| RouteError::from_rtnetlink("dump links".into(), &e))?;
+        Ok(messages.iter().filter_map(link_of).collect())
+    }
+
+    async fn add_device_route(&mut self, add: &DeviceRouteAdd) -> Result<bool, RouteError> {
+        // Without NLM_F_REPLACE: a route that appeared since the dump is left as it is. The
+        // kernel refuses a route out of a down link (and flushes a link's routes when it
+        // goes down), so a DEL racing this cannot end with the route back.
+        match self.handle.route().add(device_route_message(add)).execute().await {
+            Ok(()) => Ok(true),
+            Err(rtnetlink::Error::NetlinkError(msg))
+                if matches!(msg.raw_code().abs(), libc::EEXIST | libc::ENETDOWN | libc::ENODEV) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(RouteError::from_rtnetlink(add.to_string(), &e)),
+        }
+    }
+}
+
+/// The CNI plugin's host route (cni-plugin `dataplane::veth::host_route`): main table,
+/// protocol 112, unicast out of the veth, scope link for IPv4 and universe for IPv6 (where
+/// the kernel keeps every route at universe scope), no metric.
+fn device_route_message(add: &DeviceRouteAdd) -> RouteMessage {
+    let dst = add.route.dst;
+    let mut msg = RouteMessage::default();
+    let (family, scope) = match dst {
+        IpNet::V4(_) => (AddressFamily::Inet, RouteScope::Link),
+        IpNet::V6(_) => (AddressFamily::Inet6, RouteScope::Universe),
+    };
+    msg.header.address_family = family;
+    msg.header.destination_prefix_length = dst.prefix_len();
+    msg.header.table = RouteHeader::RT_TABLE_MAIN;
+    msg.header.protocol = RouteProtocol::from(ROUTE_PROTOCOL);
+    msg.header.scope = scope;
+    msg.header.kind = RouteType::Unicast;
+    msg.attributes.push(RouteAttribute::Destination(dst.addr().into()));
+    msg.attributes.push(RouteAttribute::Oif(add.index));
+    msg
+}
+
+/// A dumped link, or `None` for one without a name.
+fn link_of(msg: &LinkMessage) -> Option<Link> {
+    let mut name = None;
+    let mut kind = None;
+    for attr in &msg.attributes {
+        match attr {
+            LinkAttribute::IfName(n) => name = Some(n.clone()),
+            LinkAttribute::LinkInfo(infos) => {
+                kind = infos.iter().find_map(|i| match i {
+                    LinkInfo::Kind(k) => Some(k.to_string()),
+                    _ => None,
+                });
+            }
+            _ => {}
+        }
+    }
+    Some(Link {
+        name: name?,
+        index: msg.header.index,
+        up: msg.header.flags.contains(LinkFlags::Up),
+        kind,
+    })
 }
 
 /// The message that adds (or replaces) `route`: main table, default metric, protocol 112;
@@ -285,6 +379,28 @@ mod tests {
         assert!(parsed.onlink && parsed.is_ours());
         assert_eq!(parsed.as_desired().unwrap().to_string(), tunnel);
         assert!(new_route_message(&tunnel.parse().unwrap(), None).is_err());
+    }
+
+    #[test]
+    fn device_routes_match_the_cni_plugins() {
+        let add = |dst: &str| DeviceRouteAdd {
+            route: super::super::DeviceRoute {
+                dst: dst.parse().unwrap(),
+                interface: "cali1".into(),
+            },
+            index: 9,
+        };
+        let v4 = device_route_message(&add("10.65.0.5/32"));
+        assert_eq!(v4.header.scope, RouteScope::Link);
+        assert_eq!(v4.header.table, RouteHeader::RT_TABLE_MAIN);
+        assert!(v4.attributes.contains(&RouteAttribute::Oif(9)));
+        let parsed = kernel_route(&v4).unwrap();
+        assert_eq!((parsed.protocol, parsed.oif, parsed.gateway), (ROUTE_PROTOCOL, Some(9), None));
+        // The CNI plugin's, not the agent's to delete.
+        assert!(!parsed.is_ours());
+        let v6 = device_route_message(&add("fd00::5/128"));
+        assert_eq!(v6.header.scope, RouteScope::Universe);
+        assert_eq!(v6.header.address_family, AddressFamily::Inet6);
     }
 
     #[test]

@@ -1,14 +1,19 @@
 //! Routes to workloads: which the cluster needs on this host ([`plan_routes`], pure), what to
-//! change in the kernel to get there ([`diff`], pure), and the netlink side that reads and
-//! writes them ([`NetlinkRoutes`]).
+//! change in the kernel to get there ([`diff`] and [`repair_device_routes`], pure), and the
+//! netlink side that reads and writes them ([`NetlinkRoutes`]).
 //!
 //! Ownership is by route protocol: tabby's routes carry protocol 112 and the agent never
-//! touches a route without it. Among those, the agent owns blackhole and gateway routes; the
-//! `<ip>/32 dev cali…` device routes, which carry the same protocol, belong to the CNI plugin
-//! (it makes them at ADD and removes them at DEL), so the agent leaves them alone too.
+//! changes or removes a route without it. Among those, the agent owns blackhole and gateway
+//! routes. The `<ip>/32 dev cali… scope link` device routes, which carry the same protocol,
+//! belong to the CNI plugin (it makes them at ADD and removes them at DEL): the agent never
+//! deletes or rewrites one, but, as Felix does, it puts back a missing one for a workload
+//! endpoint of this host whose veth is up ([`device`]), so a route deleted by hand does not
+//! leave the workload unreachable. A down veth is one the CNI plugin is tearing down: its
+//! route stays gone.
 //!
 //! IPIP routes go `via <node ip> dev tunl0 onlink`; [`tunnel`] brings `tunl0` up for them.
 
+pub mod device;
 mod diff;
 mod kernel;
 mod plan;
@@ -21,6 +26,10 @@ use std::str::FromStr;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use device::{
+    any_unrouted, plan_device_routes, repair_device_routes, DeviceRepair, DeviceRoute,
+    DeviceRouteAdd, Link,
+};
 pub use diff::{conflicts, diff};
 pub use kernel::{NetlinkRoutes, RouteError, RouteTable};
 pub use plan::{block_owners, plan_routes, plan_routes_explained, PlanNote, RoutePlan};

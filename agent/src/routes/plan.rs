@@ -2,7 +2,8 @@
 //! host needs. Local blocks become blackholes, remote blocks `via` their node (or through
 //! `tunl0` for IPIP pools), addresses a node borrowed from another node's block become /32
 //! (/128) routes via the borrower. With BGP on, BIRD routes the remote blocks of pools
-//! without IPIP, so those are left out (as Calico leaves IPIP routes to Felix).
+//! without IPIP, so those are left out (as Calico leaves IPIP routes to Felix). Each local
+//! workload's own addresses go out of its host veth ([`super::device`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -10,7 +11,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use datastore::model::{AffinityState, AllocationBlock, EncapMode};
 use ipnet::IpNet;
 
-use super::{DesiredRoute, RouteTarget};
+use super::device::plan_device_routes;
+use super::{DesiredRoute, DeviceRoute, RouteTarget};
 use crate::host::HostInfo;
 use crate::model::ClusterModel;
 
@@ -21,6 +23,8 @@ const NODE_ATTRIBUTE: &str = "node";
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RoutePlan {
     pub routes: BTreeSet<DesiredRoute>,
+    /// This host's workloads' device routes: the CNI plugin's, repaired by the agent.
+    pub device_routes: BTreeSet<DeviceRoute>,
     /// Destinations left without a route, with the reason (logged by the caller).
     pub notes: Vec<PlanNote>,
 }
@@ -44,6 +48,8 @@ pub fn plan_routes(model: &ClusterModel, host: &HostInfo) -> BTreeSet<DesiredRou
 /// - A block affine to another node: `<block> via <node ip>`.
 /// - An address held by node B inside a block affine to A (B borrowed it): `<ip>/32 via B`
 ///   everywhere but on B itself, including on A, where it beats A's blackhole.
+/// - An address of a workload endpoint of this host: `<ip>/32 dev <interfaceName>`, in
+///   [`RoutePlan::device_routes`] (see [`plan_device_routes`]).
 ///
 /// A block's host is its `affinity` field (what allocation uses); a confirmed affinity record
 /// whose block does not exist (yet) counts too. A node's address is its BGP address, else its
@@ -67,10 +73,12 @@ pub fn plan_routes_explained(model: &ClusterModel, host: &HostInfo) -> RoutePlan
     for block in model.blocks().values() {
         planner.borrowed(block);
     }
+    let (device_routes, device_notes) = plan_device_routes(model, host);
     let mut notes = planner.notes;
+    notes.extend(device_notes);
     notes.sort();
     notes.dedup();
-    RoutePlan { routes: planner.routes.into_values().collect(), notes }
+    RoutePlan { routes: planner.routes.into_values().collect(), device_routes, notes }
 }
 
 /// Every block and the host it is affine to (`None`: unaffine), by CIDR.
