@@ -38,7 +38,7 @@ impl Dockerd {
             .arg("--pidfile")
             .arg(dir.join("dockerd.pid"))
             .arg("--host")
-            .arg(format!("unix://{}", dir.join("docker.sock").display()))
+            .arg(format!("unix://{}", Dockerd::socket_in(dir).display()))
             .args(["--iptables=false", "--ip6tables=false", "--ip-masq=false"])
             .args(["--userland-proxy=false", "--ip-forward=false"])
             .stdin(Stdio::null())
@@ -58,10 +58,16 @@ impl Dockerd {
         d
     }
 
+    /// The Engine API socket of the dockerd started in `dir`: known before it starts, so an
+    /// agent started first can be pointed at it (`docker.engine_socket`).
+    pub fn socket_in(dir: &Path) -> PathBuf {
+        dir.join("docker.sock")
+    }
+
     /// `docker <args>` against this daemon.
     pub fn docker(&self, args: &[&str]) -> Ran {
         let mut cmd = Command::new("docker");
-        cmd.arg("--host").arg(format!("unix://{}", self.dir.join("docker.sock").display()));
+        cmd.arg("--host").arg(format!("unix://{}", Dockerd::socket_in(&self.dir).display()));
         cmd.args(args);
         run(&mut cmd, None, DOCKER_TIMEOUT)
     }

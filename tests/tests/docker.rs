@@ -3,7 +3,9 @@
 //! a busybox image imported without a registry.
 //!
 //! Two networks, `web` and `db`: same-network containers reach each other, across hosts
-//! too; `db` cannot reach `web` until `web`'s profile allows it; `--ip` is honoured; bad
+//! too; `db` cannot reach `web` until `web`'s profile allows it. Host A names `web` with
+//! `-o network=web`; its `db` and host B's `web` are named as Docker names them (the agent
+//! asks its dockerd's Engine API), so they share profiles by name. `--ip` is honoured; bad
 //! subnets, addresses and plugin requests are refused with the field named and nothing
 //! leaks; removing containers and networks leaves no address, veth, route or endpoint.
 
@@ -12,7 +14,7 @@ use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::json;
+use serde_json::{json, Value};
 use tests::docker::{Dockerd, IMAGE, PLUGIN_DIR};
 use tests::wait::poll;
 use tests::Cluster;
@@ -20,6 +22,8 @@ use tests::Cluster;
 const WEB_SUBNET: &str = "192.168.22.0/24";
 const DB_SUBNET: &str = "192.168.23.0/24";
 const REACH_TIMEOUT: Duration = Duration::from_secs(30);
+const PROFILES: &str = "/calico/resources/v3/projectcalico.org/profiles/";
+const ENDPOINTS: &str = "/calico/resources/v3/projectcalico.org/workloadendpoints/";
 
 /// The driver name of host `i`: unique, so parallel runs and the machine's own Docker never
 /// meet in the shared plugin directory.
@@ -48,20 +52,18 @@ fn pool(cluster: &Cluster, name: &str, cidr: &str) {
     }));
 }
 
-fn create_network(d: &Dockerd, driver: &str, name: &str, subnet: &str) {
-    d.docker_ok(&[
-        "network",
-        "create",
-        "--driver",
-        driver,
-        "--ipam-driver",
-        &format!("{driver}-ipam"),
-        "--subnet",
-        subnet,
-        "-o",
-        &format!("network={name}"),
-        name,
-    ]);
+/// `docker network create … <name>`, with `-o network=<name>` when `by_option`, else as
+/// a Calico user would (the driver asks Docker for the name). Returns the network id.
+fn create_network(d: &Dockerd, driver: &str, name: &str, subnet: &str, by_option: bool) -> String {
+    let ipam = format!("{driver}-ipam");
+    let option = format!("network={name}");
+    let mut args =
+        vec!["network", "create", "--driver", driver, "--ipam-driver", &ipam, "--subnet", subnet];
+    if by_option {
+        args.extend(["-o", &option]);
+    }
+    args.push(name);
+    d.docker_ok(&args)
 }
 
 fn run_container(d: &Dockerd, name: &str, net: &str, ip: Option<&str>) -> Result<String, String> {
@@ -116,6 +118,20 @@ fn plugin_call(socket: &Path, call: &str, body: &str) -> (u16, serde_json::Value
     (status, serde_json::from_str(payload.trim()).unwrap_or(serde_json::Value::Null))
 }
 
+/// The profiles of the workload endpoint holding `ip`.
+fn profiles_of(cluster: &Cluster, ip: &str) -> Vec<String> {
+    let out = cluster.etcd().etcdctl(["get", "--prefix", "--print-value-only", ENDPOINTS]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let ip_net = Value::String(format!("{ip}/32"));
+    let wep = text
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .find(|wep| wep["spec"]["ipNetworks"].as_array().is_some_and(|n| n.contains(&ip_net)))
+        .unwrap_or_else(|| panic!("no workload endpoint holds {ip}:\n{text}"));
+    serde_json::from_value(wep["spec"]["profiles"].clone())
+        .unwrap_or_else(|e| panic!("profiles of {wep}: {e}"))
+}
+
 fn etcd_keys(cluster: &Cluster, prefix: &str) -> Vec<String> {
     let out = cluster.etcd().etcdctl(["get", "--prefix", "--keys-only", prefix]);
     String::from_utf8_lossy(&out.stdout)
@@ -145,6 +161,7 @@ fn docker_networks_with_tabby_drivers() {
     let unique = testkit::unique_name("d", 10).replace('_', "-").to_ascii_lowercase();
     let mut cluster = Cluster::builder().hosts(2).agents(false).start();
     let drivers = [driver_name(&unique, 0), driver_name(&unique, 1)];
+    let docker_dirs = [cluster.dir().join("dockerd-a"), cluster.dir().join("dockerd-b")];
     let _sockets = Sockets(
         drivers
             .iter()
@@ -157,13 +174,16 @@ fn docker_networks_with_tabby_drivers() {
         host.set_setting("docker.enabled", "true");
         host.set_setting("docker.socket_dir", &format!("{PLUGIN_DIR:?}"));
         host.set_setting("docker.driver_name", &format!("{driver:?}"));
+        // This host's own dockerd (started below), asked for network names.
+        let engine = Dockerd::socket_in(&docker_dirs[i]);
+        host.set_setting("docker.engine_socket", &format!("{:?}", engine.display().to_string()));
         host.start_agent();
     }
     cluster.wait_ready(Duration::from_secs(30));
     pool(&cluster, "web-pool", WEB_SUBNET);
     pool(&cluster, "db-pool", DB_SUBNET);
-    let a = Dockerd::start(&cluster.host(0).path(), &cluster.dir().join("dockerd-a"), false);
-    let b = Dockerd::start(&cluster.host(1).path(), &cluster.dir().join("dockerd-b"), false);
+    let a = Dockerd::start(&cluster.host(0).path(), &docker_dirs[0], false);
+    let b = Dockerd::start(&cluster.host(1).path(), &docker_dirs[1], false);
     let (da, db) = (drivers[0].as_str(), drivers[1].as_str());
 
     // A subnet outside every pool is refused by the IPAM driver, naming it.
@@ -181,14 +201,12 @@ fn docker_networks_with_tabby_drivers() {
     assert!(!bad.success(), "{}", bad.describe());
     assert!(bad.stderr.contains("10.99.0.0/24 is not a tabby IP pool"), "{}", bad.describe());
 
-    create_network(&a, da, "web", WEB_SUBNET);
-    create_network(&a, da, "db", DB_SUBNET);
-    create_network(&b, db, "web", WEB_SUBNET);
-    let profiles = etcd_keys(&cluster, "/calico/resources/v3/projectcalico.org/profiles/");
-    assert!(
-        profiles.iter().any(|k| k.ends_with("/web")) && profiles.iter().any(|k| k.ends_with("/db")),
-        "{profiles:?}"
-    );
+    create_network(&a, da, "web", WEB_SUBNET, true);
+    let db_id = create_network(&a, da, "db", DB_SUBNET, false);
+    let web_b_id = create_network(&b, db, "web", WEB_SUBNET, false);
+    // `-o network=` makes the profile at once; an unnamed network is named at its first
+    // container (Docker does not know it yet while the driver creates it).
+    assert_eq!(etcd_keys(&cluster, PROFILES), [format!("{PROFILES}web")]);
 
     run_container(&a, "web1", "web", Some("192.168.22.1")).unwrap_or_else(|e| panic!("web1: {e}"));
     run_container(&a, "web2", "web", None).unwrap_or_else(|e| panic!("web2: {e}"));
@@ -201,16 +219,27 @@ fn docker_networks_with_tabby_drivers() {
     let web3 = address_of(&b, "web3");
     assert!(web3.starts_with("192.168.22."), "{web3}");
 
+    // Docker's names, not the ids, name the unnamed networks' profiles and endpoints.
+    assert_eq!(etcd_keys(&cluster, PROFILES), [format!("{PROFILES}db"), format!("{PROFILES}web")]);
+    assert_eq!(profiles_of(&cluster, &address_of(&a, "db1")), ["db"]);
+    assert_eq!(profiles_of(&cluster, &web3), ["web"], "B's web is named by Docker");
+    assert_eq!(profiles_of(&cluster, "192.168.22.1"), ["web"], "A's web is named by -o");
+    for id in [&db_id, &web_b_id] {
+        assert!(!etcd_keys(&cluster, PROFILES).iter().any(|k| k.ends_with(&id[..12])), "{id}");
+    }
+
     // The endpoints are Calico libnetwork endpoints the agents program ACLs for.
-    let weps = etcd_keys(&cluster, "/calico/resources/v3/projectcalico.org/workloadendpoints/");
+    let weps = etcd_keys(&cluster, ENDPOINTS);
     assert_eq!(weps.len(), 4, "{weps:?}");
     assert!(weps.iter().all(|k| k.contains("-libnetwork-libnetwork-")), "{weps:?}");
 
-    // Same network: reachable, on one host and across hosts.
+    // Same network: reachable, on one host and across hosts (A's `web` named by -o, B's by
+    // Docker: one profile).
     must_reach(&a, "web2", "192.168.22.1");
     must_reach(&b, "web3", "192.168.22.1");
     must_reach(&a, "web1", &web3);
-    // Across networks: refused by default (web admits only has(web))…
+    // Across networks: refused by default (web admits only has(web); db1 carries `db` from
+    // the profile named after Docker's name)…
     assert!(!pings(&a, "db1", "192.168.22.1"), "db1 reached web1 before the profile allowed it");
     // …allowed once web's profile admits db.
     cluster.apply(&json!({
@@ -240,11 +269,12 @@ fn docker_networks_with_tabby_drivers() {
         "--gateway",
         "192.168.22.254",
         "-o",
-        "network=half",
+        "network=web-half",
         "half",
     ]);
     run_container(&a, "half1", "half", None).unwrap_or_else(|e| panic!("half1: {e}"));
     let half1 = address_of(&a, "half1");
+    assert_eq!(profiles_of(&cluster, &half1), ["web-half"], "-o network= overrides Docker's name");
     let last: u8 = half1.rsplit('.').next().and_then(|o| o.parse().ok()).unwrap_or(0);
     assert!(half1.starts_with("192.168.22.") && last > 128, "{half1} not in 192.168.22.128/25");
     let gw = cluster.ipamctl(&["show", "--ip", "192.168.22.254"]);
@@ -300,8 +330,10 @@ fn docker_networks_with_tabby_drivers() {
     cluster.host_mut(0).restart_agent();
     cluster.wait_ready(Duration::from_secs(30));
     run_container(&a, "web4", "web", None).unwrap_or_else(|e| panic!("web4 after restart: {e}"));
+    run_container(&a, "db2", "db", None).unwrap_or_else(|e| panic!("db2 after restart: {e}"));
     must_reach(&a, "web4", "192.168.22.1");
-    a.docker_ok(&["rm", "-f", "web4"]);
+    assert_eq!(profiles_of(&cluster, &address_of(&a, "db2")), ["db"], "the name survives");
+    a.docker_ok(&["rm", "-f", "web4", "db2"]);
 
     // Removing containers and networks leaves nothing behind.
     a.docker_ok(&["rm", "-f", "web1", "web2", "db1"]);
@@ -310,7 +342,7 @@ fn docker_networks_with_tabby_drivers() {
     b.docker_ok(&["network", "rm", "web"]);
     let handles = etcd_keys(&cluster, "/calico/ipam/v2/handle/");
     assert!(handles.iter().all(|k| !k.contains("libnetwork.")), "leaked handles: {handles:?}");
-    let weps = etcd_keys(&cluster, "/calico/resources/v3/projectcalico.org/workloadendpoints/");
+    let weps = etcd_keys(&cluster, ENDPOINTS);
     assert!(weps.is_empty(), "leaked endpoints: {weps:?}");
     for host in 0..2 {
         let left = leftovers(&cluster, host);

@@ -25,6 +25,7 @@ pub enum Field {
     DockerEnabled,
     DockerSocketDir,
     DockerDriverName,
+    DockerEngineSocket,
     BgpEnabled,
     BgpBirdConfig,
     BgpBirdSocket,
@@ -33,7 +34,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const ALL: [Field; 23] = [
+    pub const ALL: [Field; 24] = [
         Field::Nodename,
         Field::NodenameFile,
         Field::NodeIp,
@@ -52,6 +53,7 @@ impl Field {
         Field::DockerEnabled,
         Field::DockerSocketDir,
         Field::DockerDriverName,
+        Field::DockerEngineSocket,
         Field::BgpEnabled,
         Field::BgpBirdConfig,
         Field::BgpBirdSocket,
@@ -81,6 +83,7 @@ impl Field {
             Field::DockerEnabled => "docker.enabled",
             Field::DockerSocketDir => "docker.socket_dir",
             Field::DockerDriverName => "docker.driver_name",
+            Field::DockerEngineSocket => "docker.engine_socket",
             Field::BgpEnabled => "bgp.enabled",
             Field::BgpBirdConfig => "bgp.bird_config",
             Field::BgpBirdSocket => "bgp.bird_socket",
@@ -110,6 +113,7 @@ impl Field {
             Field::DockerEnabled => "TABBY_DOCKER_ENABLED",
             Field::DockerSocketDir => "TABBY_DOCKER_SOCKET_DIR",
             Field::DockerDriverName => "TABBY_DOCKER_DRIVER_NAME",
+            Field::DockerEngineSocket => "TABBY_DOCKER_ENGINE_SOCKET",
             Field::BgpEnabled => "TABBY_BGP_ENABLED",
             Field::BgpBirdConfig => "TABBY_BGP_BIRD_CONFIG",
             Field::BgpBirdSocket => "TABBY_BGP_BIRD_SOCKET",
@@ -139,6 +143,7 @@ impl Field {
             Field::DockerEnabled => "--docker-enabled",
             Field::DockerSocketDir => "--docker-socket-dir",
             Field::DockerDriverName => "--docker-driver-name",
+            Field::DockerEngineSocket => "--docker-engine-socket",
             Field::BgpEnabled => "--bgp-enabled",
             Field::BgpBirdConfig => "--bgp-bird-config",
             Field::BgpBirdSocket => "--bgp-bird-socket",

@@ -105,7 +105,7 @@ pub(crate) fn from_env(env: &BTreeMap<String, String>) -> (Raw, Vec<String>) {
 /// Reads the flags given on the command line.
 pub(crate) fn from_flags(cli: &Cli) -> Raw {
     let mut raw = Raw::default();
-    let flags: [(Field, &Option<String>); 23] = [
+    let flags: [(Field, &Option<String>); 24] = [
         (Field::Nodename, &cli.nodename),
         (Field::NodenameFile, &cli.nodename_file),
         (Field::NodeIp, &cli.node_ip),
@@ -124,6 +124,7 @@ pub(crate) fn from_flags(cli: &Cli) -> Raw {
         (Field::DockerEnabled, &cli.docker_enabled),
         (Field::DockerSocketDir, &cli.docker_socket_dir),
         (Field::DockerDriverName, &cli.docker_driver_name),
+        (Field::DockerEngineSocket, &cli.docker_engine_socket),
         (Field::BgpEnabled, &cli.bgp_enabled),
         (Field::BgpBirdConfig, &cli.bgp_bird_config),
         (Field::BgpBirdSocket, &cli.bgp_bird_socket),

@@ -42,6 +42,8 @@ pub const DEFAULT_BIRD_SOCKET: &str = "/run/bird/bird.ctl";
 /// The Docker network driver's name (`docker network create --driver tabby`); the IPAM
 /// driver is this name with `-ipam`.
 pub const DEFAULT_DOCKER_DRIVER_NAME: &str = "tabby";
+/// The Docker Engine API socket, asked for a network's name (Docker's own default).
+pub const DEFAULT_DOCKER_ENGINE_SOCKET: &str = "/var/run/docker.sock";
 
 /// Command-line flags of `tabby-agent`. Setting flags take text and are checked with the other
 /// layers, so an error names the flag.
@@ -113,6 +115,9 @@ pub struct Cli {
     /// Name of the Docker network driver (default tabby; the IPAM driver is `<name>-ipam`).
     #[arg(long, value_name = "NAME")]
     pub docker_driver_name: Option<String>,
+    /// The Docker Engine API socket, asked for network names (default /var/run/docker.sock).
+    #[arg(long, value_name = "FILE")]
+    pub docker_engine_socket: Option<String>,
     /// Render a BIRD config instead of programming remote routes (true/false).
     #[arg(long, value_name = "BOOL")]
     pub bgp_enabled: Option<String>,
@@ -195,6 +200,9 @@ pub struct DockerSettings {
     /// The network driver's name: its socket is `<socket_dir>/<name>.sock`, the IPAM
     /// driver's `<socket_dir>/<name>-ipam.sock`.
     pub driver_name: String,
+    /// The Docker Engine API socket: a network created without `-o network=` is named
+    /// after what Docker calls it, looked up here.
+    pub engine_socket: PathBuf,
 }
 
 /// BGP via BIRD (`crate::bgp`): with `enabled`, the agent writes `bird_config` and asks the
@@ -332,6 +340,12 @@ fn resolve(raw: &Raw, hostname: Option<&str>) -> Result<AgentConfig, ConfigError
                 Field::DockerDriverName,
                 DEFAULT_DOCKER_DRIVER_NAME,
                 parse_driver_name,
+            )?,
+            engine_socket: setting(
+                raw,
+                Field::DockerEngineSocket,
+                DEFAULT_DOCKER_ENGINE_SOCKET,
+                parse_absolute,
             )?,
         },
         bgp: BgpSettings {

@@ -63,6 +63,7 @@ fn defaults_from_an_empty_file() {
     assert!(!c.docker.enabled && !c.bgp.enabled);
     assert_eq!(c.docker.socket_dir, PathBuf::from("/run/docker/plugins"));
     assert_eq!(c.docker.driver_name, "tabby");
+    assert_eq!(c.docker.engine_socket, PathBuf::from("/var/run/docker.sock"));
 }
 
 #[test]
@@ -226,7 +227,7 @@ fn errors_name_field_and_source() {
 #[test]
 fn values_are_checked() {
     let scratch = Scratch::new();
-    let bad: [(&str, Field); 14] = [
+    let bad: [(&str, Field); 15] = [
         ("resync_interval = \"500ms\"", Field::ResyncInterval),
         ("route_refresh_interval = 0", Field::RouteRefreshInterval),
         ("status_interval = \"2h\"", Field::StatusInterval),
@@ -240,6 +241,7 @@ fn values_are_checked() {
         ("[docker]\nenabled = \"maybe\"", Field::DockerEnabled),
         ("[docker]\ndriver_name = \"Tabby\"", Field::DockerDriverName),
         ("[docker]\ndriver_name = \"a/b\"", Field::DockerDriverName),
+        ("[docker]\nengine_socket = \"docker.sock\"", Field::DockerEngineSocket),
         ("[etcd]\nendpoints = \"etcd:2379\"", Field::EtcdEndpoints),
     ];
     for (toml, field) in bad {
@@ -330,4 +332,28 @@ fn the_shipped_manifest_is_a_valid_config_with_the_defaults_it_documents() {
     assert_eq!(from_manifest.bgp, from_empty.bgp);
     assert_eq!(from_manifest.docker, from_empty.docker);
     assert_eq!(from_manifest.etcd, from_empty.etcd);
+}
+
+#[test]
+fn docker_engine_socket_from_file_env_and_flag() {
+    let scratch = Scratch::new();
+    let mut inputs = scratch.inputs("[docker]\nengine_socket = \"/run/file/docker.sock\"");
+    assert_eq!(
+        load(&inputs).unwrap().config.docker.engine_socket,
+        Path::new("/run/file/docker.sock")
+    );
+    inputs.env.insert("TABBY_DOCKER_ENGINE_SOCKET".into(), "/run/env/docker.sock".into());
+    assert_eq!(
+        load(&inputs).unwrap().config.docker.engine_socket,
+        Path::new("/run/env/docker.sock")
+    );
+    inputs.cli.docker_engine_socket = Some("/run/flag/docker.sock".into());
+    assert_eq!(
+        load(&inputs).unwrap().config.docker.engine_socket,
+        Path::new("/run/flag/docker.sock")
+    );
+    inputs.cli.docker_engine_socket = Some("docker.sock".into());
+    let (field, _, reason) = invalid(load(&inputs).unwrap_err());
+    assert_eq!(field, Field::DockerEngineSocket);
+    assert!(reason.contains("not an absolute path"), "{reason}");
 }

@@ -1,6 +1,7 @@
 //! The network driver's calls: each takes a validated request, does the CNI plugin's steps
 //! (veth, host route, workload endpoint, profile) and undoes what it did when a later step
-//! fails.
+//! fails. A network not named with `-o network=` is named at its first endpoint, as Docker
+//! names it (asked through [`Engine`]).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -9,11 +10,12 @@ use cni_plugin::spec::DEFAULT_MTU;
 use cni_plugin::store::endpoint::{self, EndpointPlan, Prefetched};
 use datastore::client::Client;
 use datastore::keys::{KeyLayout, Kind};
-use datastore::model::Profile;
+use datastore::model::{ModelError, Profile};
 use ipam::{Allocator, Pool};
 use ipnet::{IpNet, Ipv4Net};
 use serde_json::{json, Value};
 
+use super::engine::{Engine, EngineError, NetworkInfo};
 use super::protocol::{CreateEndpoint, CreateNetwork, EndpointRef, Invalid, NetworkRef, ObjectId};
 use super::state::{NetworkRecord, Networks};
 use super::{Role, REQUEST_TIMEOUT};
@@ -55,7 +57,8 @@ impl DriverError {
     }
 }
 
-/// Both drivers' shared context: etcd, this node, the allocator and the known networks.
+/// Both drivers' shared context: etcd, this node, the allocator, the known networks and
+/// Docker's own API.
 #[derive(Debug)]
 pub struct Driver {
     pub(super) client: Client,
@@ -63,6 +66,9 @@ pub struct Driver {
     pub(super) node: String,
     pub(super) allocator: Allocator,
     pub(super) networks: Networks,
+    engine: Engine,
+    /// Held while a network is named, so concurrent first endpoints agree on one name.
+    naming: tokio::sync::Mutex<()>,
 }
 
 impl Driver {
@@ -72,8 +78,17 @@ impl Driver {
         node: String,
         allocator: Allocator,
         networks: Networks,
+        engine: Engine,
     ) -> Driver {
-        Driver { client, keys, node, allocator, networks }
+        Driver {
+            client,
+            keys,
+            node,
+            allocator,
+            networks,
+            engine,
+            naming: tokio::sync::Mutex::new(()),
+        }
     }
 
     /// Answers one call that came in on the socket of `role`.
@@ -138,10 +153,11 @@ impl Driver {
         })
     }
 
-    /// Records the network and makes its classic default profile; the subnet must be a
-    /// tabby pool or inside one.
+    /// Records the network and, when `-o network=` named it, makes its classic default
+    /// profile; the subnet must be a tabby pool or inside one. An unnamed network is named at
+    /// its first endpoint: Docker does not know it yet while it calls this.
     async fn create_network(&self, req: CreateNetwork) -> Reply {
-        Profile::classic_default(&req.name).validate().map_err(|e| {
+        check_profile_name(&req.name).map_err(|e| {
             Invalid::new(
                 "Options.com.docker.network.generic.network",
                 format!("{:?} cannot name a profile: {e}", req.name),
@@ -154,21 +170,52 @@ impl Driver {
                 format!("{} is not inside any enabled tabby IP pool", req.subnet),
             )
         })?;
-        let record = NetworkRecord { name: req.name.clone(), subnet: req.subnet };
+        let record = NetworkRecord {
+            name: req.name.clone(),
+            subnet: req.subnet,
+            provisional: !req.name_given,
+        };
         self.networks
             .insert(req.id.clone(), record)
             .map_err(|e| DriverError::failed("save the Docker network state", e, false))?;
-        let profile_key = self.keys.resource(Kind::Profile, None, &req.name);
-        if let Err(e) = endpoint::ensure_profile(&self.client, &profile_key, &req.name).await {
-            let _ = self.networks.remove(&req.id);
-            return Err(DriverError::failed(
-                format!("create profile {}", req.name),
-                &e,
-                e.is_retryable(),
-            ));
+        if req.name_given {
+            if let Err(e) = self.ensure_profile(&req.name).await {
+                let _ = self.networks.remove(&req.id);
+                return Err(e);
+            }
         }
-        tracing::info!(network = %req.id, name = %req.name, subnet = %req.subnet, "Docker network created");
+        tracing::info!(
+            network = %req.id, name = %req.name, named = req.name_given, subnet = %req.subnet,
+            "Docker network created"
+        );
         Ok(json!({}))
+    }
+
+    /// The classic default profile `name`, unless a profile of that name exists.
+    async fn ensure_profile(&self, name: &str) -> Result<(), DriverError> {
+        let key = self.keys.resource(Kind::Profile, None, name);
+        endpoint::ensure_profile(&self.client, &key, name).await.map_err(|e| {
+            DriverError::failed(format!("create profile {name}"), &e, e.is_retryable())
+        })
+    }
+
+    /// Names a network that `-o network=` did not name, once: Docker's name for it (the
+    /// id-based fallback when Docker cannot be asked), its profile made if missing, then
+    /// remembered. A failure leaves it unnamed, so the next endpoint tries again.
+    async fn name_network(&self, id: &ObjectId) -> Result<NetworkRecord, DriverError> {
+        let _one_at_a_time = self.naming.lock().await;
+        let mut record = self.network(id)?;
+        if !record.provisional {
+            return Ok(record);
+        }
+        record.name = settled_name(id, &record.name, self.engine.network(id).await)?;
+        record.provisional = false;
+        self.ensure_profile(&record.name).await?;
+        self.networks
+            .insert(id.clone(), record.clone())
+            .map_err(|e| DriverError::failed("save the Docker network state", e, false))?;
+        tracing::info!(network = %id, name = %record.name, "Docker network named");
+        Ok(record)
     }
 
     /// Forgets the network; its profile stays (other hosts' containers may use it).
@@ -181,7 +228,10 @@ impl Driver {
 
     /// The veth (both ends on the host), the host route and the workload endpoint.
     async fn create_endpoint(&self, req: CreateEndpoint) -> Reply {
-        let network = self.network(&req.network)?;
+        let mut network = self.network(&req.network)?;
+        if network.provisional {
+            network = self.name_network(&req.network).await?;
+        }
         if !network.subnet.contains(&req.address) {
             return Err(Invalid::new(
                 "Interface.Address",
@@ -295,6 +345,35 @@ impl Driver {
             .await
             .map_err(|e| DriverError::failed("read IP pools", &e, e.is_retryable()))?;
         Ok(endpoint::decode_pools(&listing.kvs))
+    }
+}
+
+/// Whether `name` can name a profile (and so a network).
+pub(super) fn check_profile_name(name: &str) -> Result<(), ModelError> {
+    Profile::classic_default(name).validate()
+}
+
+/// The name a network settles on from Docker's answer: Docker's name; the `fallback` (with
+/// a warning) when Docker could not be asked; a refusal when Docker's name cannot name a
+/// profile, since a silent id-based name would hide the operator's mistake.
+pub(super) fn settled_name(
+    id: &ObjectId,
+    fallback: &str,
+    looked_up: Result<NetworkInfo, EngineError>,
+) -> Result<String, DriverError> {
+    match looked_up {
+        Ok(info) => Ok(info.name),
+        Err(e @ EngineError::InvalidName { .. }) => {
+            Err(DriverError::failed(format!("name network {id}"), e, false))
+        }
+        Err(e) => {
+            tracing::warn!(
+                network = %id, name = fallback, error = %e,
+                "cannot ask Docker for the network's name: naming it after its id \
+                 (docker network create -o network=<name> names it explicitly)"
+            );
+            Ok(fallback.to_owned())
+        }
     }
 }
 

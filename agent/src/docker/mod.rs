@@ -7,11 +7,14 @@
 //! [`cni_plugin::store`]) and the addresses come from the same block allocator ([`ipam`]).
 //!
 //! Docker's flow: `RequestPool` (the subnet must be a tabby pool or inside one) →
-//! `CreateNetwork` (the network's profile) → `RequestAddress` → `CreateEndpoint` (veth with
-//! both ends on the host, host route, workload endpoint) → `Join` (Docker moves and renames
-//! the non-`cali` end into the sandbox and sets the address and routes we return) → `Leave`
-//! → `DeleteEndpoint` (veth, route and endpoint removed) → `ReleaseAddress`.
+//! `CreateNetwork` (the network's profile when `-o network=` names it) → `RequestAddress` →
+//! `CreateEndpoint` (at a network's first, its name from the Docker Engine API and its
+//! profile; veth with both ends on the host, host route, workload endpoint) → `Join` (Docker
+//! moves and renames the non-`cali` end into the sandbox and sets the address and routes we
+//! return) → `Leave` → `DeleteEndpoint` (veth, route and endpoint removed) →
+//! `ReleaseAddress`.
 
+mod engine;
 mod handlers;
 mod ipam_driver;
 pub mod protocol;
@@ -27,6 +30,7 @@ use datastore::keys::KeyLayout;
 use ipam::{Allocator, AllocatorOptions};
 use tokio::sync::watch;
 
+pub use engine::{Engine, EngineError, NetworkInfo, ENGINE_TIMEOUT};
 pub use handlers::{Driver, DriverError, Reply};
 pub use protocol::{Invalid, CONTENT_TYPE};
 pub use state::Networks;
@@ -94,7 +98,9 @@ pub async fn serve(
         ..AllocatorOptions::default()
     };
     let allocator = Allocator::new(client.clone(), keys.clone(), node.clone(), opts)?;
-    let driver = Arc::new(Driver::new(client, keys, node, allocator, Networks::load(state_file)));
+    let engine = Engine::new(settings.engine_socket.clone(), ENGINE_TIMEOUT);
+    let networks = Networks::load(state_file);
+    let driver = Arc::new(Driver::new(client, keys, node, allocator, networks, engine));
     server::run(&settings.socket_dir, &settings.driver_name, driver, shutdown).await
 }
 

@@ -105,8 +105,11 @@ struct RawCreateNetwork {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CreateNetwork {
     pub id: ObjectId,
-    /// The network's name: `-o network=<name>`, else the id's first 12 digits.
+    /// The network's name: `-o network=<name>`, else the id's first 12 digits until Docker
+    /// is asked for the real one (see `name_given`).
     pub name: String,
+    /// Whether `-o network=` named the network; otherwise `name` is only the fallback.
+    pub name_given: bool,
     /// The IPv4 subnet the IPAM driver gave the network.
     pub subnet: Ipv4Net,
 }
@@ -165,15 +168,22 @@ impl CreateNetwork {
                 return Err(Invalid::new("IPv4Data", "one IPv4 subnet per network, not several"))
             }
         };
-        let name = name.unwrap_or_else(|| id.as_str()[..12].to_owned());
+        let name_given = name.is_some();
+        let name = name.unwrap_or_else(|| fallback_name(&id));
         if name.is_empty() {
             return Err(Invalid::new(
                 format!("Options.{GENERIC_OPTIONS}.{NETWORK_NAME_OPTION}"),
                 "must not be empty",
             ));
         }
-        Ok(CreateNetwork { id, name, subnet })
+        Ok(CreateNetwork { id, name, name_given, subnet })
     }
+}
+
+/// A network's name when neither `-o network=` nor Docker gives one: its id's first 12
+/// digits, as `docker network ls` shows it.
+pub fn fallback_name(id: &ObjectId) -> String {
+    id.as_str()[..12].to_owned()
 }
 
 /// An IPv4 subnet given by Docker: canonical (no host bits), so `PoolID`s compare exactly.

@@ -1,6 +1,7 @@
 //! What the driver must remember between Docker's calls: each network's name and subnet
-//! (Docker sends them only at `CreateNetwork`), kept in a small JSON file so an agent restart
-//! does not orphan its networks, and the gateway addresses answered without allocation.
+//! (Docker sends the subnet and any `-o network=` only at `CreateNetwork`; the name it shows
+//! is asked for at the first endpoint), kept in a small JSON file so an agent restart does
+//! not orphan its networks, and the gateway addresses answered without allocation.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -18,6 +19,11 @@ pub struct NetworkRecord {
     /// The network's name, which is also its profile.
     pub name: String,
     pub subnet: Ipv4Net,
+    /// `name` is only the id-based fallback: Docker's name for the network is still to be
+    /// asked for (at the first endpoint, once Docker knows the network). Records written
+    /// before this field existed were named for good.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub provisional: bool,
 }
 
 /// The networks of this host, and the gateway answers given.

@@ -68,3 +68,53 @@ async fn refusals_are_err_json_with_the_field() {
     let (status, body) = body_of(server::reply(Ok(json!({})))).await;
     assert_eq!((status, body), (200, json!({})));
 }
+
+#[test]
+fn a_network_settles_on_dockers_name_or_its_fallback() {
+    use super::engine::{EngineError, NetworkInfo};
+    use super::handlers::settled_name;
+
+    let id = ObjectId::parse("NetworkID", &"cd".repeat(32)).unwrap();
+    let fallback = protocol::fallback_name(&id);
+    assert_eq!(fallback, "cdcdcdcdcdcd");
+    let named = settled_name(&id, &fallback, Ok(NetworkInfo { name: "web".into() }));
+    assert_eq!(named.unwrap(), "web");
+    // Docker unreachable: the id-based name, so containers still start.
+    let unreachable = EngineError::Connect {
+        socket: "/var/run/docker.sock".into(),
+        source: std::io::ErrorKind::NotFound.into(),
+    };
+    assert_eq!(settled_name(&id, &fallback, Err(unreachable)).unwrap(), fallback);
+    // A name that cannot be a profile is refused, saying how to name the network instead.
+    let invalid = EngineError::InvalidName {
+        network: id.clone(),
+        name: "My_Net".into(),
+        reason: "not a valid name".into(),
+    };
+    let err = settled_name(&id, &fallback, Err(invalid)).unwrap_err();
+    assert!(!err.is_retryable());
+    assert!(err.to_string().contains("\"My_Net\"") && err.to_string().contains("-o network="));
+}
+
+#[test]
+fn network_state_keeps_the_pending_name_across_restarts() {
+    use super::state::NetworkRecord;
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("docker-networks.json");
+    let id = ObjectId::parse("NetworkID", &"cd".repeat(32)).unwrap();
+    // A file written before names were asked for: its names are final.
+    let old = json!({id.as_str(): {"name": "web", "subnet": "192.168.22.0/24"}});
+    std::fs::write(&path, old.to_string()).unwrap();
+    let loaded = Networks::load(path.clone()).get(&id).unwrap();
+    assert_eq!(loaded.name, "web");
+    assert!(!loaded.provisional);
+    // A network still to be named stays so after a restart.
+    let pending = NetworkRecord {
+        name: "cdcdcdcdcdcd".into(),
+        subnet: "192.168.23.0/24".parse().unwrap(),
+        provisional: true,
+    };
+    Networks::load(path.clone()).insert(id.clone(), pending.clone()).unwrap();
+    assert_eq!(Networks::load(path).get(&id), Some(pending));
+}

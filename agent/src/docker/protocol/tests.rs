@@ -27,14 +27,17 @@ fn create_network_takes_the_name_option_and_the_subnet() {
     })))
     .unwrap();
     assert_eq!(req.name, "web");
+    assert!(req.name_given);
     assert_eq!(req.subnet.to_string(), "192.168.22.0/24");
     assert_eq!(req.id.short(), "0123456789a");
-    // Without the option the network is named after its short id, like `docker network ls`.
+    // Without the option the name is a fallback, the short id as `docker network ls` shows
+    // it, until Docker is asked.
     let req = CreateNetwork::parse(&body(&json!({
         "NetworkID": NET, "IPv4Data": [{"Pool": "10.0.0.0/26"}]
     })))
     .unwrap();
     assert_eq!(req.name, "0123456789ab");
+    assert!(!req.name_given);
 }
 
 #[test]
