@@ -25,8 +25,8 @@ pub mod store;
 pub mod time;
 
 pub use allocator::{
-    attr, Allocator, AllocatorOptions, AssignRequest, AssignResult, Assignment, HostRelease,
-    ReleaseRequest,
+    attr, Allocator, AllocatorOptions, AlsoWrite, AssignRequest, AssignResult, Assignment,
+    HostRelease, ReleaseRequest,
 };
 pub use block::{Allocation, Attrs, Block, BlockError, ReleaseOutcome};
 pub use error::{IpamError, Result};

@@ -57,6 +57,29 @@ async fn fast_path_costs_at_most_three_round_trips() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn companion_records_land_in_the_allocations_own_write() {
+    let env = Env::new().await;
+    env.add_pool("p", "10.71.0.0/16", None).await;
+    let a = env.allocator("host-a");
+    a.assign(&request("net.warm.eth0", 1, 0)).await.unwrap();
+    let key = format!("{}/companion/c1", env.keys.prefix());
+    let k = key.clone();
+    let also = ipam::AlsoWrite::new(move |got| {
+        let text: Vec<String> = got.all().map(|n| n.to_string()).collect();
+        vec![(k.clone(), text.join(",").into_bytes())]
+    });
+    let writes = env.client.writes_attempted();
+    let got = a
+        .assign(&ipam::AssignRequest { also_write: Some(also), ..request("net.c1.eth0", 1, 0) })
+        .await
+        .unwrap();
+    assert_eq!(env.client.writes_attempted() - writes, 1, "one write for both");
+    let stored = env.client.get(&key).await.unwrap().expect("companion written");
+    assert_eq!(stored.value, got.v4[0].to_string().into_bytes(), "made from the assigned address");
+    assert_eq!(structural_problems(&env.check().await), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn specific_address_is_granted_only_when_free_and_inside_a_pool() {
     let env = Env::new().await;
     env.add_pool("p", "10.71.0.0/16", None).await;

@@ -34,8 +34,15 @@ pub async fn add(
     // Opening the namespace first means a vanished container fails before any address is
     // taken, with nothing to undo.
     let container = Netns::open(&inv.netns)?;
-    let req = IpamRequest::of(inv);
     let host_ifname = host_veth_name(inv.container_id.as_str(), inv.ifname.as_str());
+    // The container end's MAC is chosen here, so the endpoint record is complete as soon as
+    // the addresses are known and rides in the allocation's own transaction.
+    let mac = dataplane::random_mac();
+    let mac_text = format_mac(&mac);
+    let also_write =
+        plan.as_ref().and_then(|p| endpoint_with_allocation(p, &host_ifname, &mac_text));
+    let mut req = IpamRequest::of(inv);
+    req.also_write = also_write.as_ref();
 
     // The MTU may still change once the pool is known; changing it later costs two netlink
     // requests, waiting for it would cost the overlap.
@@ -49,6 +56,7 @@ pub async fn add(
                 &host_ifname,
                 &container_ifname,
                 first_mtu,
+                Some(mac),
             );
             tracing::debug!(elapsed = ?started.elapsed(), "veth pair created");
             (container, made)
@@ -80,17 +88,20 @@ pub async fn add(
         (Ok(pair), Err(e)) => {
             remove(pair);
             if may_hold(&e) {
+                forget_endpoint(session, plan.as_ref(), also_write.is_some()).await;
                 release(backend, &req, "failed IPAM ADD").await;
             }
             return Err(e);
         }
         (Err(e), assigned) => {
             if assigned.as_ref().map_or_else(may_hold, |_| true) {
+                forget_endpoint(session, plan.as_ref(), also_write.is_some()).await;
                 release(backend, &req, "failed veth creation").await;
             }
             return Err(e.into());
         }
     };
+    let (assigned, endpoint_written) = assigned;
     let addresses: Vec<IpAddr> = assigned.ips.iter().map(|ip| ip.address.addr()).collect();
     tracing::debug!(?addresses, elapsed = ?started.elapsed(), "IPAM assigned, veth created");
     if addresses.is_empty() {
@@ -106,7 +117,7 @@ pub async fn add(
         addresses,
     };
     let nets: Vec<IpNet> = link.addresses.iter().map(|ip| IpNet::from(*ip)).collect();
-    let record = plan.as_ref().map(|p| p.record(&nets, &host_ifname, made.container_mac()));
+    let record = plan.as_ref().map(|p| p.record(&nets, &host_ifname, &mac_text));
 
     let configured = {
         let addresses = link.addresses.clone();
@@ -121,10 +132,18 @@ pub async fn add(
             return Ok(());
         };
         s.bounded("write workload endpoint", async {
-            endpoint::write(s.client().await?, plan, record, facts.profile_exists).await
+            let client = s.client().await?;
+            if !endpoint_written {
+                return endpoint::write(client, plan, record, facts.profile_exists).await.map(drop);
+            }
+            // The endpoint went in with the addresses; only a missing profile is left.
+            if facts.profile_exists == Some(true) {
+                return Ok(());
+            }
+            endpoint::ensure_profile(client, &plan.profile_key, &plan.profile).await
         })
         .await
-        .map(|_| tracing::debug!(elapsed = ?started.elapsed(), "endpoint written"))
+        .map(|()| tracing::debug!(elapsed = ?started.elapsed(), "endpoint written"))
     };
     let (configured, written) = tokio::join!(configured, written);
     let configured = match configured {
@@ -140,18 +159,9 @@ pub async fn add(
             if veth_made {
                 teardown(&host_ifname);
             }
-            if let (Some(s), Some(plan)) = (session, plan.as_ref()) {
-                // The write may have landed before it failed (a timeout), or landed while
-                // the veth failed: remove it either way.
-                let deleted = s
-                    .bounded_cleanup("remove workload endpoint", async {
-                        endpoint::delete(s.client().await?, &plan.key, None).await
-                    })
-                    .await;
-                if let Err(undo) = deleted {
-                    tracing::warn!(key = %plan.key, error = %undo, "rollback: cannot delete workload endpoint");
-                }
-            }
+            // The write may have landed before it failed (a timeout), or landed while the
+            // veth failed: remove it either way.
+            forget_endpoint(session, plan.as_ref(), true).await;
             release(backend, &req, "failed ADD").await;
             return Err(e);
         }
@@ -166,6 +176,47 @@ pub async fn add(
         Some(prev) => prev.merge(own),
         None => own,
     })
+}
+
+/// The workload endpoint as records for the allocator's transaction: written with the
+/// addresses, or not at all. `None` when the record cannot be encoded (the endpoint is then
+/// written on its own, which reports the error). The write is unconditional: an endpoint
+/// already at this key can only be a stale one of this same attachment.
+fn endpoint_with_allocation(
+    plan: &EndpointPlan,
+    host_ifname: &str,
+    mac: &str,
+) -> Option<ipam::AlsoWrite> {
+    plan.record(&[], host_ifname, mac).to_json().ok()?;
+    let (plan, host_ifname, mac) = (plan.clone(), host_ifname.to_owned(), mac.to_owned());
+    Some(ipam::AlsoWrite::new(move |assigned| {
+        let nets: Vec<IpNet> = assigned.all().collect();
+        match plan.record(&nets, &host_ifname, &mac).to_json() {
+            Ok(json) => vec![(plan.key.clone(), json)],
+            Err(e) => {
+                tracing::warn!(key = %plan.key, error = %e, "cannot encode workload endpoint");
+                Vec::new()
+            }
+        }
+    }))
+}
+
+/// Best-effort removal of the workload endpoint during rollback, when one may have been
+/// written (`maybe_written`).
+async fn forget_endpoint(
+    session: Option<&Session>,
+    plan: Option<&EndpointPlan>,
+    maybe_written: bool,
+) {
+    let (Some(s), Some(plan), true) = (session, plan, maybe_written) else { return };
+    let deleted = s
+        .bounded_cleanup("remove workload endpoint", async {
+            endpoint::delete(s.client().await?, &plan.key, None).await
+        })
+        .await;
+    if let Err(undo) = deleted {
+        tracing::warn!(key = %plan.key, error = %undo, "rollback: cannot delete workload endpoint");
+    }
 }
 
 /// Best-effort removal of a pair made for an ADD that failed.

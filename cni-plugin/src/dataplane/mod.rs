@@ -49,6 +49,15 @@ pub fn host_veth_name(container_id: &str, ifname: &str) -> String {
     name
 }
 
+/// A random unicast, locally administered MAC for a container end, what the kernel would
+/// pick itself; choosing it up front lets the workload endpoint be written before the veth
+/// exists.
+pub fn random_mac() -> [u8; 6] {
+    let mut mac: [u8; 6] = rand::random();
+    mac[0] = (mac[0] & 0xfe) | 0x02;
+    mac
+}
+
 /// Formats a MAC address the way `ip link` prints it.
 pub fn format_mac(mac: &[u8]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
@@ -157,6 +166,13 @@ mod tests {
         octets[..2].copy_from_slice(&[0xfe, 0x80]);
         octets[8..].copy_from_slice(&eui);
         assert_eq!(Ipv6Addr::from(octets), GATEWAY_V6);
+    }
+
+    #[test]
+    fn random_macs_are_unicast_and_locally_administered() {
+        let macs: Vec<[u8; 6]> = (0..64).map(|_| random_mac()).collect();
+        assert!(macs.iter().all(|m| m[0] & 0x01 == 0 && m[0] & 0x02 == 0x02));
+        assert!(macs.windows(2).any(|w| w[0] != w[1]), "not all the same");
     }
 
     #[test]

@@ -26,7 +26,7 @@ use super::{
 /// host sysctls, container addresses and routes, host routes. On failure, whatever was made
 /// is removed again before the error is returned.
 pub fn setup(host: &Netns, container: &Netns, link: &WorkloadLink) -> Result<Attached, Error> {
-    let pair = create(host, container, &link.host_ifname, &link.container_ifname, link.mtu)?;
+    let pair = create(host, container, &link.host_ifname, &link.container_ifname, link.mtu, None)?;
     pair.configure(host, container, &link.addresses, link.mtu)
 }
 
@@ -65,6 +65,7 @@ pub fn create(
     host_ifname: &str,
     container_ifname: &str,
     mtu: u32,
+    container_mac: Option<[u8; 6]>,
 ) -> Result<Created, Error> {
     let Some(container_file) = container.file() else {
         return Err(Error::SameNetns { path: container.path().to_owned() });
@@ -86,7 +87,8 @@ pub fn create(
         tracing::debug!(ifname = %host_ifname, "deleting the detached pair of an earlier attachment");
         delete_link(&mut hsock, host_ifname)?;
     }
-    create_veth(&mut hsock, host_ifname, container_ifname, mtu, Some(container_file.as_raw_fd()))?;
+    let netns_fd = Some(container_file.as_raw_fd());
+    create_veth(&mut hsock, host_ifname, container_ifname, mtu, netns_fd, container_mac)?;
     let found = (|| {
         let host_index = made_link(&mut hsock, host_ifname)?.header.index;
         let container_link = made_link(&mut csock, container_ifname)?;
@@ -225,7 +227,7 @@ pub fn setup_host_side(host: &Netns, link: &WorkloadLink) -> Result<Attached, Er
             netns: host.path().to_owned(),
         });
     }
-    create_veth(&mut hsock, host_ifname, peer, link.mtu, None)?;
+    create_veth(&mut hsock, host_ifname, peer, link.mtu, None, None)?;
     let made = (|| {
         let host_index = made_link(&mut hsock, host_ifname)?.header.index;
         let peer_link = made_link(&mut hsock, peer)?;
@@ -337,12 +339,16 @@ fn create_veth(
     container_ifname: &str,
     mtu: u32,
     netns_fd: Option<i32>,
+    peer_mac: Option<[u8; 6]>,
 ) -> Result<(), Error> {
     // No IFF_UP here: the kernel configures the peer before the pair is joined, and
     // opening a veth without a peer fails with ENOTCONN.
     let mut peer = LinkMessage::default();
     peer.attributes.push(LinkAttribute::IfName(container_ifname.to_owned()));
     peer.attributes.push(LinkAttribute::Mtu(mtu));
+    if let Some(mac) = peer_mac {
+        peer.attributes.push(LinkAttribute::Address(mac.to_vec()));
+    }
     if let Some(fd) = netns_fd {
         peer.attributes.push(LinkAttribute::NetNsFd(fd));
     }

@@ -162,6 +162,12 @@ impl InProcess {
     /// Assigns the attachment's addresses: exactly the requested ones when the runtime
     /// asked for specific addresses, else one per enabled family. All or nothing.
     pub async fn add(&self, req: &IpamRequest<'_>) -> Result<Vec<IpNet>, Error> {
+        self.add_with(req).await.map(|(nets, _)| nets)
+    }
+
+    /// [`InProcess::add`], also writing `req.also_write` in the allocation's transaction when
+    /// the allocator picks the addresses; the flag says whether it did.
+    pub async fn add_with(&self, req: &IpamRequest<'_>) -> Result<(Vec<IpNet>, bool), Error> {
         let handle = self.handle(req.container_id.as_str(), req.ifname.as_str());
         let mut attrs = Attrs::from([
             (attr::CONTAINER_ID.to_owned(), req.container_id.to_string()),
@@ -183,15 +189,17 @@ impl InProcess {
                         num_v6: usize::from(self.conf.assign_v6),
                         v4_pools: self.conf.v4_pools.clone(),
                         v6_pools: self.conf.v6_pools.clone(),
+                        also_write: req.also_write.cloned(),
                     };
                     let got = Box::pin(allocator.assign(&assign))
                         .await
                         .map_err(|e| ipam_error("assign", &e))?;
-                    Ok(got.all().collect())
+                    Ok((got.all().collect(), req.also_write.is_some()))
                 } else {
                     tracing::debug!(?requested, "assigning requested addresses");
                     Box::pin(allocator.assign_ips(&requested, &handle, &attrs))
                         .await
+                        .map(|nets| (nets, false))
                         .map_err(|e| ipam_error("assign requested addresses", &e))
                 }
             })

@@ -26,6 +26,9 @@ pub struct IpamRequest<'a> {
     /// The config exactly as the runtime sent it (what a delegate must receive).
     pub stdin: &'a [u8],
     pub cni_path: &'a [PathBuf],
+    /// Records the in-process allocator writes in its own transaction (the workload
+    /// endpoint); a delegate, and requests for specific addresses, ignore it.
+    pub also_write: Option<&'a ipam::AlsoWrite>,
 }
 
 impl<'a> IpamRequest<'a> {
@@ -38,6 +41,7 @@ impl<'a> IpamRequest<'a> {
             args: &inv.args,
             stdin: &inv.stdin,
             cni_path: &inv.cni_path,
+            also_write: None,
         }
     }
 }
@@ -75,18 +79,19 @@ impl Backend {
     }
 
     /// Assigns the attachment's addresses. The result's `ips` carry the addresses (as the
-    /// delegate gave them, or /32 and /128 from the allocator).
-    pub async fn add(&self, req: &IpamRequest<'_>) -> Result<CniResult, Error> {
+    /// delegate gave them, or /32 and /128 from the allocator); the flag says whether the
+    /// request's `also_write` records were written with them.
+    pub async fn add(&self, req: &IpamRequest<'_>) -> Result<(CniResult, bool), Error> {
         match self {
-            Backend::Delegate(d) => d.add(req),
+            Backend::Delegate(d) => d.add(req).map(|result| (result, false)),
             Backend::InProcess(p) => {
-                let nets = p.add(req).await?;
+                let (nets, wrote) = p.add_with(req).await?;
                 let ips = nets.into_iter().map(|address| IpConfig {
                     address,
                     gateway: None,
                     interface: None,
                 });
-                Ok(CniResult { ips: ips.collect(), ..CniResult::default() })
+                Ok((CniResult { ips: ips.collect(), ..CniResult::default() }, wrote))
             }
         }
     }

@@ -151,7 +151,8 @@ impl Allocator {
                 return Err(e);
             }
             let affine = plan.affine.clone();
-            if self.commit(&snap, &req.handle, plan).await? {
+            let also = req.also_write.as_ref().map(|w| w.ops(&result)).unwrap_or_default();
+            if self.commit(&snap, &req.handle, plan, also).await? {
                 let mut hint: BTreeSet<IpNet> =
                     hint.into_iter().filter(|c| !families.contains(&IpFamily::of_net(c))).collect();
                 hint.extend(affine);
@@ -329,7 +330,13 @@ impl Allocator {
     }
 
     /// Writes the plan in one transaction; `false` when a compared key changed meanwhile.
-    pub(super) async fn commit(&self, snap: &Snapshot, handle: &str, plan: Plan) -> Result<bool> {
+    pub(super) async fn commit(
+        &self,
+        snap: &Snapshot,
+        handle: &str,
+        plan: Plan,
+        also: Vec<Op>,
+    ) -> Result<bool> {
         let handle_key = self.keys.handle(handle);
         let (mut record, handle_rev) = match &snap.handle {
             Some(h) => (h.handle.clone(), h.mod_revision),
@@ -347,6 +354,7 @@ impl Allocator {
         record.deleted = false;
         cmps.push(unchanged(&handle_key, handle_rev));
         ops.push(put_json(&handle_key, &record)?);
+        ops.extend(also);
         let out = self
             .client
             .txn(cmps, ops)
@@ -445,7 +453,7 @@ impl Allocator {
                 self.confirm_claims_only(plan).await;
                 continue;
             }
-            if self.commit(&snap, handle, plan).await? {
+            if self.commit(&snap, handle, plan, Vec::new()).await? {
                 tracing::debug!(?ips, handle, "assigned requested addresses");
                 return Ok(ips.iter().copied().map(host_net).collect());
             }

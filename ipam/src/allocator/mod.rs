@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use datastore::client::Client;
@@ -105,6 +106,39 @@ pub struct AssignRequest {
     /// Pools (names or CIDRs) to allocate from; empty: every enabled pool selecting the node.
     pub v4_pools: Vec<String>,
     pub v6_pools: Vec<String>,
+    /// Records to write in the allocation's own transaction, made from what it assigned.
+    pub also_write: Option<AlsoWrite>,
+}
+
+/// Records a caller wants written in the same etcd transaction as its allocation, made from
+/// the addresses assigned (the CNI plugin's workload endpoint): they land together or not at
+/// all, and the caller saves a write and its fsync. The keys are written unconditionally, so
+/// they must be keys only this caller writes (etcd also refuses a key twice in one txn, so
+/// never an IPAM key).
+#[derive(Clone)]
+pub struct AlsoWrite(Arc<AlsoWriteFn>);
+
+type AlsoWriteFn = dyn Fn(&AssignResult) -> Vec<(String, Vec<u8>)> + Send + Sync;
+
+impl AlsoWrite {
+    pub fn new(
+        records: impl Fn(&AssignResult) -> Vec<(String, Vec<u8>)> + Send + Sync + 'static,
+    ) -> Self {
+        AlsoWrite(Arc::new(records))
+    }
+
+    pub(crate) fn ops(&self, assigned: &AssignResult) -> Vec<datastore::client::Op> {
+        (self.0)(assigned)
+            .into_iter()
+            .map(|(key, value)| datastore::client::Op::Put { key, value, lease: None })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for AlsoWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AlsoWrite(..)")
+    }
 }
 
 /// The addresses assigned, as host networks (/32, /128).
