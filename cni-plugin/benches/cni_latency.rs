@@ -6,7 +6,8 @@
 //! between the two plugins so drift in the machine's load hits both alike; then a burst of
 //! ADDs launched at once measures the wall time until the last one finishes.
 //!
-//! `cargo bench -p cni-plugin --bench cni_latency -- [--runs N] [--burst M]` (root needed).
+//! `cargo bench -p cni-plugin --bench cni_latency -- [--runs N] [--burst M] [--quick]` (root
+//! needed); `--quick` is `--runs 20 --burst 20`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "a benchmark: a panic is the report")]
 
@@ -17,6 +18,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use testkit::bench::{metric, millis, percentile};
 use testkit::{Etcd, Netns};
 
 const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
@@ -35,9 +37,10 @@ fn args() -> Args {
         match a.as_str() {
             "--runs" => out.runs = value(),
             "--burst" => out.burst = value(),
+            "--quick" => (out.runs, out.burst) = (20, 20),
             // cargo bench passes --bench; anything else is a mistake worth hearing about.
             "--bench" => {}
-            other => panic!("unknown argument {other}; use --runs N --burst M"),
+            other => panic!("unknown argument {other}; use --runs N --burst M or --quick"),
         }
     }
     out
@@ -87,11 +90,6 @@ impl Plugin {
         );
         (took, String::from_utf8_lossy(&out.stderr).into_owned())
     }
-}
-
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
-    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 fn ms(d: Duration) -> String {
@@ -251,6 +249,18 @@ fn main() {
         );
     }
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
+    for (p, key) in ["tabby", "reference"].iter().enumerate() {
+        let s = &samples[p];
+        metric(&format!("cni.add_p50_ms.{key}"), millis(p50[p][0]));
+        metric(&format!("cni.add_p99_ms.{key}"), millis(percentile(&s.add, 99.0)));
+        metric(&format!("cni.del_p50_ms.{key}"), millis(p50[p][1]));
+        metric(&format!("cni.del_p99_ms.{key}"), millis(percentile(&s.del, 99.0)));
+        metric(&format!("cni.burst_add_ms.{key}"), millis(s.burst_add));
+        metric(&format!("cni.burst_del_ms.{key}"), millis(s.burst_del));
+    }
+    metric("cni.add_p50_ratio", ratio(p50[0][0], p50[1][0]));
+    metric("cni.del_p50_ratio", ratio(p50[0][1], p50[1][1]));
+    metric("cni.burst_add_ratio", ratio(samples[0].burst_add, samples[1].burst_add));
     println!(
         "\nratio tabby / reference, p50: ADD {:.2}, DEL {:.2}; burst wall: ADD {:.2}, DEL {:.2}",
         ratio(p50[0][0], p50[1][0]),

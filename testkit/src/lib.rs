@@ -6,6 +6,7 @@
 //! dropped, including when the test panics.
 
 #![forbid(unsafe_code)]
+pub mod bench;
 mod etcd;
 mod names;
 mod netns;

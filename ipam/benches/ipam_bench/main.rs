@@ -4,7 +4,8 @@
 //!
 //! Starts its own etcd (testkit) and prints Markdown tables on stdout; progress on stderr.
 //! Run: `cargo bench -p ipam --bench ipam_bench`; append `-- single`, `-- aggregate` or
-//! `-- crowded` to run only those parts.
+//! `-- crowded` to run only those parts, and `--quick` for a fifth of the samples (the
+//! crowded pool keeps its 10,000 blocks, with fewer runs on it).
 
 mod calico;
 mod setup;
@@ -24,6 +25,7 @@ use testkit::Etcd;
 use calico::CalicoModel;
 use setup::{connect, one_v4, Result, Scenario};
 use stats::{ms, Md, Samples};
+use testkit::bench::{metric, millis};
 
 const COMMAND: &str = "cargo bench -p ipam --bench ipam_bench";
 /// Allocate+release cycles on the fast path.
@@ -40,6 +42,15 @@ const CLAIMED: usize = 10_000;
 const NEWCOMERS: usize = 5;
 /// Adversarial crowded pools (each pre-claimed from scratch).
 const ADVERSARIAL_RUNS: usize = 3;
+
+/// `n` samples, or a fifth of them (at least one) with `--quick`.
+fn samples(n: usize) -> usize {
+    if testkit::bench::flag("quick") {
+        (n / 5).max(1)
+    } else {
+        n
+    }
+}
 
 fn main() -> ExitCode {
     let runtime =
@@ -129,7 +140,7 @@ async fn single_host(etcd: &Etcd) -> Result<()> {
     }
     let (mut alloc, mut rel, mut both) =
         (Samples::default(), Samples::default(), Samples::default());
-    for i in 0..FAST_N {
+    for i in 0..samples(FAST_N) {
         let h = format!("net.fast{i}.eth0");
         let (_, t1, r1) =
             measure(&client, async { Ok(a.assign(&one_v4(h.clone())).await?) }).await?;
@@ -138,6 +149,11 @@ async fn single_host(etcd: &Etcd) -> Result<()> {
         rel.push(t2, r2);
         both.push(t1 + t2, r1 + r2);
     }
+    metric("ipam.fast_alloc_p50_ms", millis(alloc.quantile(0.5)));
+    metric("ipam.fast_alloc_p99_ms", millis(alloc.quantile(0.99)));
+    metric("ipam.fast_alloc_round_trips", alloc.mean_trips());
+    metric("ipam.fast_cycle_p50_ms", millis(both.quantile(0.5)));
+    metric("ipam.fast_cycle_p99_ms", millis(both.quantile(0.99)));
     let fast = "tabby, fast path (affine block has room)";
     push(&mut table, fast, "allocate", &alloc);
     push(&mut table, fast, "release by handle", &rel);
@@ -147,7 +163,7 @@ async fn single_host(etcd: &Etcd) -> Result<()> {
     let sc = Scenario::new(etcd, "single-claim", "10.65.0.0/16").await?;
     let client = sc.connect().await?;
     let (mut alloc, mut rel) = (Samples::default(), Samples::default());
-    for i in 0..CLAIM_N {
+    for i in 0..samples(CLAIM_N) {
         let node = format!("claim-{i}");
         sc.put_node(&node).await?;
         let a = sc.allocator(client.clone(), &node)?;
@@ -175,7 +191,7 @@ async fn single_host(etcd: &Etcd) -> Result<()> {
     }
     let (mut alloc, mut rel, mut both) =
         (Samples::default(), Samples::default(), Samples::default());
-    for i in 0..FAST_N {
+    for i in 0..samples(FAST_N) {
         let h = format!("net.fast{i}.eth0");
         let (_, t1, r1) = measure(&client, model.assign("host-c", &h, &at)).await?;
         let (_, t2, r2) = measure(&client, model.release(&h)).await?;
@@ -183,6 +199,10 @@ async fn single_host(etcd: &Etcd) -> Result<()> {
         rel.push(t2, r2);
         both.push(t1 + t2, r1 + r2);
     }
+    metric("ipam.calico_alloc_p50_ms", millis(alloc.quantile(0.5)));
+    metric("ipam.calico_alloc_round_trips", alloc.mean_trips());
+    metric("ipam.calico_cycle_p50_ms", millis(both.quantile(0.5)));
+    metric("ipam.calico_cycle_p99_ms", millis(both.quantile(0.99)));
     let cfast = format!("{calico}, fast path");
     push(&mut table, &cfast, "allocate", &alloc);
     push(&mut table, &cfast, "release by handle", &rel);
@@ -192,7 +212,7 @@ async fn single_host(etcd: &Etcd) -> Result<()> {
     let client = sc.connect().await?;
     let model = CalicoModel { client: &client, keys: &sc.keys };
     let (mut alloc, mut rel) = (Samples::default(), Samples::default());
-    for i in 0..CLAIM_N {
+    for i in 0..samples(CLAIM_N) {
         let node = format!("claim-{i}");
         sc.put_node(&node).await?;
         let h = format!("net.claim{i}.eth0");
@@ -248,7 +268,7 @@ async fn aggregate(etcd: &Etcd) -> Result<()> {
             let client = sc.connect().await?;
             allocators.push((client.clone(), Arc::new(sc.allocator(client, &node)?)));
         }
-        let per_host = AGG_TOTAL / hosts;
+        let per_host = samples(AGG_TOTAL) / hosts;
         let trips_before: u64 = allocators.iter().map(|(c, _)| c.round_trips()).sum();
         let start = Instant::now();
         let outs = run_tasks(&allocators, per_host, None).await?;
@@ -291,6 +311,10 @@ async fn aggregate(etcd: &Etcd) -> Result<()> {
         run_tasks(&allocators, per_host, Some(&handles)).await?;
         let release_wall = start.elapsed();
 
+        metric(&format!("ipam.allocs_per_s.{hosts}"), total as f64 / wall.as_secs_f64());
+        metric(&format!("ipam.agg_p50_ms.{hosts}"), millis(all.quantile(0.5)));
+        metric(&format!("ipam.agg_p99_ms.{hosts}"), millis(all.quantile(0.99)));
+        metric(&format!("ipam.duplicates.{hosts}"), duplicates as f64);
         table.row(vec![
             hosts.to_string(),
             (hosts * PER_HOST_TASKS).to_string(),
@@ -309,9 +333,10 @@ async fn aggregate(etcd: &Etcd) -> Result<()> {
     println!(
         "Each host is an `Allocator` with its own lock file and etcd connection, {PER_HOST_TASKS} \
          requests in flight per host (its lock serialises them), one address per request, \
-         {AGG_TOTAL} allocations per row, then all released the same way. p50/p99 include \
+         {} allocations per row, then all released the same way. p50/p99 include \
          waiting for the host lock. Zero duplicate addresses and zero duplicate affinities are \
-         asserted (also with `ipam::check`).\n"
+         asserted (also with `ipam::check`).\n",
+        samples(AGG_TOTAL)
     );
     println!("{}", table.render());
     Ok(())
@@ -388,7 +413,7 @@ async fn crowded(etcd: &Etcd) -> Result<()> {
     real.preclaim(&blocks).await?;
     settle().await;
     let mut tabby = Samples::default();
-    for k in 0..NEWCOMERS {
+    for k in 0..samples(NEWCOMERS) {
         let node = format!("newcomer-{k}");
         real.put_node(&node).await?;
         let (took, trips) =
@@ -396,13 +421,16 @@ async fn crowded(etcd: &Etcd) -> Result<()> {
         tabby.push(took, trips);
     }
     let mut model = Samples::default();
-    for k in 0..NEWCOMERS {
+    for k in 0..samples(NEWCOMERS) {
         let node = format!("calico-newcomer-{k}");
         real.put_node(&node).await?;
         let (took, trips) = modelled_first_allocation(&real, &node).await?;
         model.push(took, trips);
     }
     let realistic = format!("realistic: {CLAIMED} blocks claimed by 100 hosts in their own orders");
+    metric("ipam.crowded_p50_ms.realistic", millis(tabby.quantile(0.5)));
+    metric("ipam.crowded_max_ms.realistic", millis(tabby.quantile(1.0)));
+    metric("ipam.crowded_calico_p50_ms.realistic", millis(model.quantile(0.5)));
     table.row(crowd_row(&realistic, "tabby", &tabby));
     table.row(crowd_row(&realistic, calico, &model));
 
@@ -444,7 +472,7 @@ async fn crowded(etcd: &Etcd) -> Result<()> {
     let leaps_off = ipam::AllocatorOptions { max_leaps: 0, ..defaults.clone() };
     let (mut tabby, mut listing_only, mut model) =
         (Samples::default(), Samples::default(), Samples::default());
-    for k in 0..ADVERSARIAL_RUNS {
+    for k in 0..samples(ADVERSARIAL_RUNS) {
         for path in ["tabby", "list", "calico"] {
             let sc = Scenario::new(etcd, &format!("crowd-adv{k}-{path}"), "10.0.0.0/8").await?;
             let node = format!("unlucky-{k}");
@@ -465,6 +493,9 @@ async fn crowded(etcd: &Etcd) -> Result<()> {
         }
     }
     let adversarial = format!("adversarial: this host's first {CLAIMED} candidate blocks taken");
+    metric("ipam.crowded_p50_ms.adversarial", millis(tabby.quantile(0.5)));
+    metric("ipam.crowded_max_ms.adversarial", millis(tabby.quantile(1.0)));
+    metric("ipam.crowded_calico_p50_ms.adversarial", millis(model.quantile(0.5)));
     table.row(crowd_row(&adversarial, "tabby", &tabby));
     table.row(crowd_row(&adversarial, "tabby without leaps (`max_leaps: 0`)", &listing_only));
     table.row(crowd_row(&adversarial, calico, &model));

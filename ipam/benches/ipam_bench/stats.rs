@@ -26,13 +26,7 @@ impl Samples {
 
     /// The `q`-quantile (0..=1) by nearest rank.
     pub fn quantile(&self, q: f64) -> Duration {
-        let mut sorted = self.times.clone();
-        sorted.sort_unstable();
-        if sorted.is_empty() {
-            return Duration::ZERO;
-        }
-        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
-        sorted[rank - 1]
+        testkit::bench::percentile(&self.times, q * 100.0)
     }
 
     pub fn p50(&self) -> String {
@@ -41,6 +35,14 @@ impl Samples {
 
     pub fn p99(&self) -> String {
         ms(self.quantile(0.99))
+    }
+
+    /// Mean round trips per operation (0 when none were counted).
+    pub fn mean_trips(&self) -> f64 {
+        if self.trips.is_empty() {
+            return 0.0;
+        }
+        self.trips.iter().sum::<u64>() as f64 / self.trips.len() as f64
     }
 
     /// Round trips per operation: the value when constant, else mean and range.
@@ -60,59 +62,4 @@ pub fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-/// A Markdown table with padded columns (readable as text too); `right` columns are numeric.
-#[derive(Debug)]
-pub struct Md {
-    headers: Vec<String>,
-    right: Vec<bool>,
-    rows: Vec<Vec<String>>,
-}
-
-impl Md {
-    pub fn new(headers: &[&str], right: &[usize]) -> Self {
-        Md {
-            headers: headers.iter().map(|h| (*h).to_string()).collect(),
-            right: (0..headers.len()).map(|i| right.contains(&i)).collect(),
-            rows: Vec::new(),
-        }
-    }
-
-    pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
-    }
-
-    pub fn render(&self) -> String {
-        let mut widths: Vec<usize> = self.headers.iter().map(|h| h.chars().count()).collect();
-        for row in &self.rows {
-            for (w, cell) in widths.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count()).max(3);
-            }
-        }
-        let line = |cells: &[String]| {
-            let padded: Vec<String> = cells
-                .iter()
-                .enumerate()
-                .map(|(i, c)| {
-                    let w = widths.get(i).copied().unwrap_or(0);
-                    if self.right.get(i).copied().unwrap_or(false) {
-                        format!("{c:>w$}")
-                    } else {
-                        format!("{c:<w$}")
-                    }
-                })
-                .collect();
-            format!("| {} |\n", padded.join(" | "))
-        };
-        let mut out = line(&self.headers);
-        let rule: Vec<String> = widths
-            .iter()
-            .zip(&self.right)
-            .map(|(w, r)| if *r { format!("{}:", "-".repeat(w - 1)) } else { "-".repeat(*w) })
-            .collect();
-        out.push_str(&line(&rule));
-        for row in &self.rows {
-            out.push_str(&line(row));
-        }
-        out
-    }
-}
+pub use testkit::bench::Md;
