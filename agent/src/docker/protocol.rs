@@ -47,7 +47,8 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, Invalid> {
     let mut de = serde_json::Deserializer::from_slice(body);
     serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
-        let field = if path == "." || path == "?" { "body".to_owned() } else { path };
+        let field =
+            if path.is_empty() || path == "." || path == "?" { "body".to_owned() } else { path };
         Invalid::new(field, format!("malformed request: {}", e.into_inner()))
     })
 }

@@ -313,7 +313,7 @@ pub fn parse_ports(field: &str, text: &str) -> Result<Vec<Port>, V1Error> {
                         format!("port range {first}:{last} is backwards: the first port must not exceed the last"),
                     ));
                 }
-                Ok(Port::Range { first, last })
+                Ok(Port::range(first, last))
             }
             None => number(part).map(Port::Single),
         })

@@ -575,10 +575,13 @@ pub fn to_v1(rule: &Rule) -> Option<V1Rule> {
     Some(out)
 }
 
-/// The tag a selector selects when it is exactly `has(tag)`.
+/// The tag a selector selects when it is exactly `has(tag)` and `tag` is one v1 accepts; a
+/// `has(k)` whose key is no valid tag (longer than a label name, say) stays a selector, or
+/// `rule json` would print a tag that `rule update` refuses.
 fn as_tag(selector: &str) -> Option<String> {
     let parsed = Selector::parse(selector).ok()?;
     let text = parsed.to_string();
     let inner = text.strip_prefix("has(")?.strip_suffix(')')?;
+    check_tag("", inner).ok()?;
     (Selector::has_label(inner).ok()? == parsed).then(|| inner.to_owned())
 }

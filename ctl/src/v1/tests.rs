@@ -126,6 +126,50 @@ fn ports_parse_like_calicoctl() {
     }
 }
 
+/// Found by fuzzing (fuzz/fuzz_targets/v1_rules.rs): a one-port range read from the words or
+/// the JSON is the port itself, so `rule json` output parses back to the same rules and
+/// `rule remove ... ports 80:80` finds a rule stored as `80`.
+#[test]
+fn one_port_ranges_are_single_ports() {
+    assert_eq!(parse_ports("p", "80:80,81-81").unwrap(), [Port::Single(80), Port::Single(81)]);
+    let text = r#"{"id":"p","inbound_rules":[{"action":"allow","protocol":"udp","src_ports":["2000:2000",53]}],"outbound_rules":[]}"#;
+    let rules = parse_rules_json(text).unwrap();
+    let again = parse_rules_json(&serde_json::to_string(&rules).unwrap()).unwrap();
+    assert_eq!(again, rules);
+
+    let mut profile = Profile::classic_default("p");
+    profile.spec.ingress.push(rule_of("p rule add inbound allow tcp to ports 80"));
+    let op = parse_command(&words("p rule remove inbound allow tcp to ports 80:80")).unwrap();
+    let ProfileCommand::Edit { op, .. } = op else { panic!("not an edit") };
+    let out = edit("p", Some(&profile), &op).unwrap();
+    let Change::Update(updated) = out.change else { panic!("nothing removed") };
+    assert_eq!(updated.spec.ingress.len(), 1);
+}
+
+/// Found by fuzzing (fuzz/fuzz_targets/v1_rules.rs): `has(k)` with a key too long for a
+/// label name is a valid v3 selector but no valid v1 tag, so it must travel as a selector:
+/// as a tag, `rule json` printed rules that `rule update` refused.
+#[test]
+fn has_of_a_key_that_is_no_tag_stays_a_selector() {
+    let long = format!("{}db-users", "c".repeat(83));
+    let rule = v3(json!({"action": "Deny", "protocol": "TCP",
+        "source": {"notSelector": format!("has({long})")}, "destination": {"ports": ["3300:3310"]}}));
+    let v1 = to_v1(&rule).unwrap();
+    assert_eq!(v1.not_src_tag, None);
+    assert_eq!(v1.not_src_selector.as_deref(), Some(format!("has({long})").as_str()));
+    assert_eq!(to_v3(&v1, "").unwrap(), rule);
+
+    let mut profile = Profile::classic_default("p");
+    profile.spec.ingress.push(rule);
+    let rules = parse_rules_json(&rule_json(&profile).unwrap()).unwrap();
+    let Change::Update(updated) =
+        edit("p", Some(&profile), &EditOp::RuleUpdate(rules)).unwrap().change
+    else {
+        panic!("no update")
+    };
+    assert_eq!(updated.spec, profile.spec);
+}
+
 #[test]
 fn v1_json_negations_and_selectors_fold_as_felix_did() {
     let rules = parse_rules_json(

@@ -157,6 +157,19 @@ pub enum Port {
     Named(String),
 }
 
+impl Port {
+    /// The ports `first` to `last`. A one-port range is that port, as in Calico (whose port
+    /// type has no separate single form), so `80:80` and `80` compare equal and a rule
+    /// survives being written (as `80`) and read back.
+    pub fn range(first: u16, last: u16) -> Port {
+        if first == last {
+            Port::Single(first)
+        } else {
+            Port::Range { first, last }
+        }
+    }
+}
+
 impl fmt::Display for Port {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -184,7 +197,7 @@ impl FromStr for Port {
         }
         if let Some((a, b)) = s.split_once(':') {
             if all_digits(a) && all_digits(b) {
-                return Ok(Port::Range { first: number(a)?, last: number(b)? });
+                return Ok(Port::range(number(a)?, number(b)?));
             }
         }
         if (1..=128).contains(&s.len())

@@ -17,6 +17,14 @@ fn field_of(e: Invalid) -> String {
 }
 
 #[test]
+fn malformed_json_under_an_empty_key_names_the_body() {
+    // Found by the docker_request fuzz target: the error's path is the empty key itself.
+    let e = CreateNetwork::parse(br#"{"":{""#).unwrap_err();
+    assert_eq!(e.field, "body");
+    assert!(e.reason.starts_with("malformed request"), "{e:?}");
+}
+
+#[test]
 fn create_network_takes_the_name_option_and_the_subnet() {
     let req = CreateNetwork::parse(&body(&json!({
         "NetworkID": NET,

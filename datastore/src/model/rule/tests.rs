@@ -37,13 +37,28 @@ fn port_forms() {
             Port::Single(443),
             Port::Range { first: 8000, last: 9000 },
             Port::Named("http".into()),
-            Port::Range { first: 80, last: 80 },
+            Port::Single(80),
         ]
     );
     assert_eq!(serde_json::to_string(&ports).unwrap(), r#"[80,443,"8000:9000","http",80]"#);
+    // Written by hand, a one-port range still prints as the port.
+    assert_eq!(Port::Range { first: 80, last: 80 }.to_string(), "80");
     for bad in ["70000", "\"70000\"", "\"1:70000\"", "\"a b\"", "-1"] {
         assert!(serde_json::from_str::<Port>(bad).is_err(), "{bad}");
     }
+}
+
+/// Found by fuzzing (fuzz/fuzz_targets/v1_rules.rs): `"2000:2000"` read as a range but was
+/// written back as `2000`, which read back as a different port, so a stored rule no longer
+/// equalled itself after a write and `rule remove` could not find it.
+#[test]
+fn one_port_range_is_that_port_and_round_trips() {
+    let read: Vec<Port> = serde_json::from_str(r#"["2000:2000", 2000, "1:65535"]"#).unwrap();
+    assert_eq!(read[0], Port::Single(2000));
+    assert_eq!(read[0], read[1]);
+    assert_eq!(Port::range(1, 65535), read[2]);
+    let back: Vec<Port> = serde_json::from_str(&serde_json::to_string(&read).unwrap()).unwrap();
+    assert_eq!(back, read);
 }
 
 #[test]
