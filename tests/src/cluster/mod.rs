@@ -157,23 +157,7 @@ impl ClusterBuilder {
             };
             let netns = Netns::new(&format!("host{letter}"));
             let veth = format!("h{letter}");
-            fabric.ip_ok([
-                "link",
-                "add",
-                // `name` keeps `ip` from reading a short name as a keyword (`he` is `help`).
-                "name",
-                &veth,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "eth0",
-                "netns",
-                netns.name(),
-            ]);
-            fabric.ip_ok(["link", "set", "dev", &veth, "master", "br0", "up"]);
-            netns.ip_ok(["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-            netns.ip_ok(["link", "set", "eth0", "up"]);
+            plug_into_fabric(&fabric, &veth, &netns, ip);
             netns.ip_ok(["route", "add", "default", "via", &gateway.to_string()]);
             let forwarding = run(
                 nsenter(&netns.path(), "sysctl").args(["-qw", "net.ipv4.ip_forward=1"]),
@@ -552,4 +536,17 @@ impl Drop for Cluster {
         });
         // Hosts (their namespaces), etcd, the fabric and the temp dir go in field order.
     }
+}
+
+/// Joins `netns` to the fabric bridge: `veth` on the fabric, `eth0` with `ip`/24 inside, both
+/// up.
+pub(crate) fn plug_into_fabric(fabric: &Netns, veth: &str, netns: &Netns, ip: Ipv4Addr) {
+    // `name` keeps `ip` from reading a short name as a keyword (`he` is `help`).
+    let add = ["link", "add", "name", veth, "type", "veth", "peer", "name", "eth0", "netns"];
+    let mut args: Vec<&str> = add.to_vec();
+    args.push(netns.name());
+    fabric.ip_ok(args);
+    fabric.ip_ok(["link", "set", "dev", veth, "master", "br0", "up"]);
+    netns.ip_ok(["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+    netns.ip_ok(["link", "set", "dev", "eth0", "up"]);
 }

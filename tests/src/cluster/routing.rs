@@ -141,22 +141,7 @@ impl Cluster {
         let octets = self.subnet.octets();
         let ip = Ipv4Addr::new(octets[0], octets[1], octets[2], 200);
         let netns = Netns::new("outside");
-        self.fabric.ip_ok([
-            "link",
-            "add",
-            "name",
-            "out0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            netns.name(),
-        ]);
-        self.fabric.ip_ok(["link", "set", "dev", "out0", "master", "br0", "up"]);
-        netns.ip_ok(["addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
-        netns.ip_ok(["link", "set", "dev", "eth0", "up"]);
+        super::plug_into_fabric(&self.fabric, "out0", &netns, ip);
         netns.ip_ok(["link", "set", "dev", "lo", "up"]);
         Outside { ip, netns }
     }
