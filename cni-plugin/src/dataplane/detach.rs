@@ -6,14 +6,13 @@
 //! device), whoever asks. Once the routes are gone and the link is down, nothing reaches the
 //! workload through it and nothing leaves it, so CNI DEL can answer before that wait ends.
 
-use rtnetlink::packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
+use rtnetlink::packet_route::link::{InfoKind, LinkAttribute, LinkFlags, LinkMessage};
 use rtnetlink::packet_route::route::RouteProtocol;
 use rtnetlink::packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::netlink::RouteSocket;
-use super::veth::{delete_link, link_kind};
+use super::veth::link_kind;
 use super::{Error, Netns, ROUTE_PROTOCOL};
-use rtnetlink::packet_route::link::InfoKind;
 
 /// A host veth cut off by [`detach`], not yet deleted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -87,10 +86,6 @@ fn delete_index(sock: &mut RouteSocket, link: &Detached) -> Result<(), Error> {
 /// was anything to remove; a missing link is success.
 pub fn teardown(host: &Netns, host_ifname: &str) -> Result<bool, Error> {
     let Some(link) = detach(host, host_ifname)? else { return Ok(false) };
-    let mut sock = host.socket()?;
-    match delete_index(&mut sock, &link) {
-        Ok(()) => Ok(true),
-        // Deleting by name is what callers of teardown have always relied on.
-        Err(_) => delete_link(&mut sock, host_ifname).map(|()| true),
-    }
+    delete_detached(host, &link)?;
+    Ok(true)
 }

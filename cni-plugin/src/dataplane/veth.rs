@@ -378,7 +378,7 @@ fn create_veth(
     }
 }
 
-pub(super) fn delete_link(sock: &mut RouteSocket, name: &str) -> Result<(), Error> {
+fn delete_link(sock: &mut RouteSocket, name: &str) -> Result<(), Error> {
     let mut msg = LinkMessage::default();
     msg.attributes.push(LinkAttribute::IfName(name.to_owned()));
     match sock.request(RouteNetlinkMessage::DelLink(msg), 0) {

@@ -191,16 +191,7 @@ impl StoreHost {
     /// allocation confirms.
     #[track_caller]
     pub fn assert_attachments_gone(&self) {
-        assert!(self.fx.host_calis().is_empty(), "veths left: {:?}", self.fx.host_calis());
-        assert!(
-            self.fx.host_tabby_routes().is_empty(),
-            "routes left: {:?}",
-            self.fx.host_tabby_routes()
-        );
-        assert!(self.endpoint_keys().is_empty(), "endpoints left: {:?}", self.endpoint_keys());
-        let report = self.check();
-        assert_eq!(report.counts.allocations, 0, "allocations left: {report:?}");
-        assert_eq!(report.counts.handles, 0, "handles left: {report:?}");
+        let report = self.assert_no_attachment();
         assert_eq!(report.problems(), report.pending_affinities.len(), "IPAM check: {report:?}");
     }
 
@@ -208,6 +199,14 @@ impl StoreHost {
     /// no allocation, no IPAM inconsistency.
     #[track_caller]
     pub fn assert_nothing_left(&self) {
+        let report = self.assert_no_attachment();
+        assert!(report.is_clean(), "IPAM check: {report:?}");
+    }
+
+    /// No veth, host route, endpoint, allocation or handle; returns the IPAM check's report
+    /// for the caller's verdict on node-level records.
+    #[track_caller]
+    fn assert_no_attachment(&self) -> Report {
         assert!(self.fx.host_calis().is_empty(), "veths left: {:?}", self.fx.host_calis());
         assert!(
             self.fx.host_tabby_routes().is_empty(),
@@ -218,6 +217,6 @@ impl StoreHost {
         let report = self.check();
         assert_eq!(report.counts.allocations, 0, "allocations left: {report:?}");
         assert_eq!(report.counts.handles, 0, "handles left: {report:?}");
-        assert!(report.is_clean(), "IPAM check: {report:?}");
+        report
     }
 }
