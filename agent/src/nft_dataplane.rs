@@ -11,7 +11,7 @@ use crate::host::HostInfo;
 use crate::model::ClusterModel;
 use crate::nft::ir::Ruleset;
 use crate::nft::{Applier, ApplyStats};
-use crate::plan::{self, PlanConfig, PlanWarning};
+use crate::plan::{self, PlanCache, PlanConfig, PlanWarning};
 
 const NAME: &str = "nftables";
 
@@ -19,6 +19,8 @@ const NAME: &str = "nftables";
 pub struct NftDataplane {
     config: PlanConfig,
     applier: Applier,
+    /// What the last plan computed that the next may reuse (selector sets).
+    cache: PlanCache,
     /// The next apply replaces the table whole.
     full_next: bool,
     /// Warnings already logged: each is logged once while it lasts.
@@ -49,6 +51,7 @@ impl NftDataplane {
         Ok(NftDataplane {
             config,
             applier,
+            cache: PlanCache::default(),
             full_next: true,
             warned: HashSet::new(),
             last_stats: None,
@@ -62,7 +65,7 @@ impl NftDataplane {
 
     /// Plans for `model` and `host`, logging new warnings once.
     pub fn plan(&mut self, model: &ClusterModel, host: &HostInfo) -> (Ruleset, usize) {
-        let plan = plan::plan(model, host, &self.config);
+        let plan = plan::plan_with_cache(model, host, &self.config, &mut self.cache);
         for w in &plan.warnings {
             if !self.warned.contains(w) {
                 tracing::warn!(subject = %w.subject, "{}", w.message);

@@ -5,12 +5,15 @@
 //! (the planners never see half a re-list), puts and deletes patch. Invalid values are
 //! logged once per key and revision and treated as absent, so one bad document cannot stop
 //! the rest from being programmed. `generation` moves on every change; the reconcile loop
-//! uses it to tell whether there is anything new to plan.
+//! uses it to tell whether there is anything new to plan. `labels_stamp` moves only when
+//! what selectors see changes (endpoints, profiles' `labelsToApply`), so a planner may keep
+//! its selector sets across the far more frequent rule changes.
 
 mod decode;
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use datastore::client::Kv;
 use datastore::keys::{KeyLayout, Kind};
@@ -158,9 +161,18 @@ pub struct ClusterModel {
     /// How many invalid values were reported (logged), for tests and metrics.
     invalid_reports: u64,
     generation: u64,
+    /// See [`ClusterModel::labels_stamp`].
+    labels_stamp: u64,
     /// Per source: the revision the model is complete up to (0 before its first snapshot).
     revisions: [i64; 2],
     synced: [bool; 2],
+}
+
+/// A stamp no model has had: stamps are unique across every model of the process, so two
+/// models (or a model and its changed clone) never share one unless they see the same labels.
+fn fresh_stamp() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 impl ClusterModel {
@@ -172,6 +184,7 @@ impl ClusterModel {
             invalid: BTreeMap::new(),
             invalid_reports: 0,
             generation: 0,
+            labels_stamp: fresh_stamp(),
             revisions: [0; 2],
             synced: [false; 2],
         }
@@ -227,14 +240,19 @@ impl ClusterModel {
         self.invalid
             .retain(|key, _| !key.starts_with(&prefix) || seen_invalid.binary_search(key).is_ok());
         self.synced[source.index()] = true;
-        self.store.replace_source(source, fresh)
+        let changed = self.store.replace_source(source, fresh);
+        if changed && source == WatchSource::Resources {
+            self.labels_stamp = fresh_stamp();
+        }
+        changed
     }
 
     fn apply_put(&mut self, kv: &Kv) -> bool {
         let Some(slot) = self.layout.parse(&kv.key).as_ref().and_then(decode::slot_of) else {
             return false;
         };
-        match decode::decode(&self.layout, kv) {
+        let labels_before = self.selector_labels(slot, &kv.key);
+        let changed = match decode::decode(&self.layout, kv) {
             Decoded::Record(record) => {
                 self.invalid.remove(&kv.key);
                 self.store.insert(kv.key.clone(), *record)
@@ -245,14 +263,52 @@ impl ClusterModel {
                 // The previous good value is gone too: the model follows etcd, not history.
                 self.store.remove(slot, &kv.key)
             }
-        }
+        };
+        self.restamp_labels(changed, slot, &kv.key, labels_before.as_ref());
+        changed
     }
 
     fn apply_delete(&mut self, key: &str) -> bool {
         self.invalid.remove(key);
-        match self.layout.parse(key).as_ref().and_then(decode::slot_of) {
-            Some(slot) => self.store.remove(slot, key),
-            None => false,
+        let Some(slot) = self.layout.parse(key).as_ref().and_then(decode::slot_of) else {
+            return false;
+        };
+        let labels_before = self.selector_labels(slot, key);
+        let changed = self.store.remove(slot, key);
+        self.restamp_labels(changed, slot, key, labels_before.as_ref());
+        changed
+    }
+
+    /// The labels a profile at `key` gives its endpoints (`None` for other slots).
+    fn selector_labels(&self, slot: Slot, key: &str) -> Option<BTreeMap<String, String>> {
+        match slot {
+            Slot::Profile => Some(
+                self.store
+                    .profiles
+                    .get(key)
+                    .map(|p| p.spec.labels_to_apply.clone())
+                    .unwrap_or_default(),
+            ),
+            _ => None,
+        }
+    }
+
+    /// Moves `labels_stamp` after a change at `key` that selectors can see: any endpoint, or
+    /// a profile whose `labelsToApply` (`before` the change) differ now.
+    fn restamp_labels(
+        &mut self,
+        changed: bool,
+        slot: Slot,
+        key: &str,
+        before: Option<&BTreeMap<String, String>>,
+    ) {
+        let seen = match slot {
+            Slot::Endpoint => changed,
+            Slot::Profile => changed && before != self.selector_labels(slot, key).as_ref(),
+            _ => false,
+        };
+        if seen {
+            self.labels_stamp = fresh_stamp();
         }
     }
 
@@ -287,6 +343,13 @@ impl ClusterModel {
     /// Bumped on every change.
     pub fn generation(&self) -> u64 {
         self.generation
+    }
+
+    /// Changes whenever what selectors see may have changed: an endpoint, or the
+    /// `labelsToApply` of a profile. Unique across models, so equal stamps mean equal labels
+    /// (a clone keeps the stamp until either copy changes).
+    pub fn labels_stamp(&self) -> u64 {
+        self.labels_stamp
     }
 
     /// The newest etcd revision the model reflects, over all sources.

@@ -295,3 +295,50 @@ fn bgp_resources_are_kept_and_bad_ones_refused_once() {
     }
     assert!(model.invalid()[&peer_key].reason.contains("spec.asNumber"));
 }
+
+#[test]
+fn labels_stamp_moves_only_with_what_selectors_see() {
+    let mut model = synced();
+    let key = profile_key("web");
+    let mut stamp = model.labels_stamp();
+    let mut step = |model: &mut ClusterModel, event: WatchEvent, moves: bool, what: &str| {
+        model.apply(WatchSource::Resources, event);
+        assert_eq!(model.labels_stamp() != stamp, moves, "{what}");
+        stamp = model.labels_stamp();
+    };
+    let labelled = |labels: serde_json::Value, port: u16| {
+        json!({"kind": "Profile", "apiVersion": "projectcalico.org/v3", "metadata": {"name": "web"},
+               "spec": {"labelsToApply": labels,
+                        "ingress": [{"action": "Allow", "protocol": "TCP",
+                                     "destination": {"ports": [port]}}]}})
+    };
+    let put = |v: &serde_json::Value, rev| WatchEvent::Put(kv(&key, v, rev));
+    step(&mut model, put(&profile("web", "all()"), 2), false, "a profile without labels");
+    step(&mut model, put(&labelled(json!({"a": "1"}), 80), 3), true, "labels appear");
+    step(&mut model, put(&labelled(json!({"a": "1"}), 81), 4), false, "a rule changes");
+    step(&mut model, put(&labelled(json!({"a": "2"}), 81), 5), true, "a label value changes");
+    let delete = |rev| WatchEvent::Delete { key: key.clone(), mod_revision: rev };
+    step(&mut model, delete(6), true, "a labelled profile goes");
+    step(&mut model, put(&profile("web", "all()"), 7), false, "an unlabelled profile comes");
+    step(&mut model, delete(8), false, "an unlabelled profile goes");
+    let wep_key = layout().resource(Kind::WorkloadEndpoint, Some("default"), "h-cni-c1-eth0");
+    let wep = json!({
+        "kind": "WorkloadEndpoint", "apiVersion": "projectcalico.org/v3",
+        "metadata": {"name": "h-cni-c1-eth0", "namespace": "default"},
+        "spec": {"node": "h", "containerID": "c1", "endpoint": "eth0",
+                 "ipNetworks": ["10.0.0.1/32"], "interfaceName": "cali1"}
+    });
+    step(&mut model, WatchEvent::Put(kv(&wep_key, &wep, 9)), true, "an endpoint comes");
+    step(&mut model, WatchEvent::Put(kv(&wep_key, &wep, 10)), false, "the same endpoint again");
+    step(
+        &mut model,
+        WatchEvent::Delete { key: wep_key.clone(), mod_revision: 11 },
+        true,
+        "an endpoint goes",
+    );
+    // A clone keeps the stamp; once either copy changes, they differ.
+    let mut copy = model.clone();
+    assert_eq!(copy.labels_stamp(), model.labels_stamp());
+    copy.apply(WatchSource::Resources, WatchEvent::Put(kv(&wep_key, &wep, 12)));
+    assert_ne!(copy.labels_stamp(), model.labels_stamp());
+}

@@ -153,6 +153,10 @@ fn sorted_minus<T: Ord + Copy>(a: &[T], b: &[T]) -> Vec<T> {
 }
 
 fn set_delta<'a>(old: &'a Set, new: &'a Set) -> ElemDelta<'a> {
+    if old.shares_elems(new) {
+        // A set the planner kept from the last run: nothing to compare.
+        return ElemDelta::Plain { added: Vec::new(), removed: Vec::new() };
+    }
     if new.is_interval() {
         let (o, n) = (old.intervals(), new.intervals());
         ElemDelta::Interval {

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
@@ -200,18 +201,21 @@ fn check_elem(owner: &str, key: KeyType, interval: bool, elem: &Elem) -> Result<
 }
 
 /// A named set: `set <name> { type <key>; [flags interval;] elements = { … } }`.
+///
+/// The elements are shared between clones (copied on the first change): a planner can keep
+/// last run's selector sets, and the diff sees at once that a set kept whole did not change.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Set {
     name: Name,
     key: KeyType,
     interval: bool,
-    elems: BTreeSet<Elem>,
+    elems: Arc<BTreeSet<Elem>>,
 }
 
 impl Set {
     /// A set of single keys.
     pub fn new(name: Name, key: KeyType) -> Self {
-        Self { name, key, interval: false, elems: BTreeSet::new() }
+        Self { name, key, interval: false, elems: Arc::default() }
     }
 
     /// A set with `flags interval`, holding networks or port ranges.
@@ -222,17 +226,17 @@ impl Set {
                 reason: format!("{} sets cannot have the interval flag", key.nft_name()),
             });
         }
-        Ok(Self { name, key, interval: true, elems: BTreeSet::new() })
+        Ok(Self { name, key, interval: true, elems: Arc::default() })
     }
 
     /// Adds `elem`; false when it was already there.
     pub fn insert(&mut self, elem: Elem) -> Result<bool, IrError> {
         check_elem(&format!("set {}", self.name), self.key, self.interval, &elem)?;
-        Ok(self.elems.insert(elem))
+        Ok(Arc::make_mut(&mut self.elems).insert(elem))
     }
 
     pub fn remove(&mut self, elem: &Elem) -> bool {
-        self.elems.remove(elem)
+        Arc::make_mut(&mut self.elems).remove(elem)
     }
 
     /// Builder form of [`Set::insert`].
@@ -266,6 +270,17 @@ impl Set {
             return Vec::new();
         }
         interval::canonicalize(self.elems.iter().filter_map(Elem::interval).collect(), false)
+    }
+
+    /// The same set under another name, sharing the elements.
+    pub(crate) fn renamed(&self, name: Name) -> Self {
+        Self { name, ..self.clone() }
+    }
+
+    /// Whether `other` holds this very element list (a clone of this set, unchanged since):
+    /// equal contents without comparing them.
+    pub(crate) fn shares_elems(&self, other: &Set) -> bool {
+        Arc::ptr_eq(&self.elems, &other.elems)
     }
 
     /// Same definition (name, key type, flags), contents aside.

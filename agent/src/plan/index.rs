@@ -6,6 +6,7 @@
 //! selector is evaluated once per group, not once per endpoint, which is what keeps 10,000
 //! endpoints cheap (most endpoints of a service look alike to selectors).
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::rc::Rc;
@@ -35,8 +36,6 @@ pub struct Endpoint<'m> {
     pub wep: &'m WorkloadEndpoint,
     /// `metadata.namespace`, or `""` for none.
     pub namespace: &'m str,
-    /// Index into the label groups.
-    pub group: usize,
 }
 
 /// Namespace, own labels and profiles: what makes endpoints alike to selectors.
@@ -112,54 +111,83 @@ impl<'t> Simple<'t> {
 }
 
 /// See the module documentation.
+///
+/// Only the endpoint list is made up front. Label groups cost a hash of every endpoint's
+/// labels, so they are made on the first selector the caller has no answer for: a plan whose
+/// selector sets all come from the last run never makes them.
 #[derive(Debug)]
 pub struct Index<'m> {
+    model: &'m ClusterModel,
     pub endpoints: Vec<Endpoint<'m>>,
-    groups: Vec<LabelGroup<'m>>,
+    /// Inherited labels per profile list, made on first use.
+    inherited: RefCell<HashMap<&'m [String], Rc<Inherited<'m>>, FastHash>>,
+    /// Made on the first [`Index::members`].
+    groups: Option<Vec<LabelGroup<'m>>>,
     members: HashMap<(Scope<'m>, String), Rc<Members>, FastHash>,
-    /// Built on first use.
+    /// Made on first use.
     by_key: Option<KeyIndex<'m>>,
 }
 
 impl<'m> Index<'m> {
     pub fn new(model: &'m ClusterModel) -> Self {
-        let mut inherited: HashMap<&'m [String], Rc<Inherited<'m>>, FastHash> = HashMap::default();
+        let endpoints = model
+            .endpoints()
+            .iter()
+            .map(|(key, wep)| Endpoint {
+                key,
+                wep,
+                namespace: wep.metadata.namespace.as_deref().unwrap_or(""),
+            })
+            .collect();
+        Index {
+            model,
+            endpoints,
+            inherited: RefCell::default(),
+            groups: None,
+            members: HashMap::default(),
+            by_key: None,
+        }
+    }
+
+    fn inherited(&self, profiles: &'m [String]) -> Rc<Inherited<'m>> {
+        self.inherited
+            .borrow_mut()
+            .entry(profiles)
+            .or_insert_with(|| Rc::new(inherited_labels(self.model, profiles)))
+            .clone()
+    }
+
+    /// Whether `selector` picks endpoint `ep` (namespace scoping is the caller's business).
+    pub fn selects(&self, selector: &Selector, ep: &Endpoint<'m>) -> bool {
+        let inherited = self.inherited(&ep.wep.spec.profiles);
+        selector.matches(&Layered(&ep.wep.metadata.labels, inherited.as_ref()))
+    }
+
+    /// Every endpoint in its label group.
+    fn make_groups(&self) -> Vec<LabelGroup<'m>> {
         let mut group_of: HashMap<GroupKey<'m>, usize, FastHash> = HashMap::default();
         let mut groups: Vec<LabelGroup<'m>> = Vec::new();
-        let mut endpoints = Vec::with_capacity(model.endpoints().len());
-        for (key, wep) in model.endpoints() {
-            let namespace = wep.metadata.namespace.as_deref().unwrap_or("");
-            let own = &wep.metadata.labels;
-            let profiles = wep.spec.profiles.as_slice();
-            let group = *group_of.entry((namespace, own, profiles)).or_insert_with(|| {
-                let inherited = inherited
-                    .entry(profiles)
-                    .or_insert_with(|| Rc::new(inherited_labels(model, profiles)))
-                    .clone();
+        for ep in &self.endpoints {
+            let own = &ep.wep.metadata.labels;
+            let profiles = ep.wep.spec.profiles.as_slice();
+            let group = *group_of.entry((ep.namespace, own, profiles)).or_insert_with(|| {
                 groups.push(LabelGroup {
-                    namespace,
+                    namespace: ep.namespace,
                     own,
-                    inherited,
+                    inherited: self.inherited(profiles),
                     v4: Vec::new(),
                     v6: Vec::new(),
                 });
                 groups.len() - 1
             });
-            for net in &wep.spec.ip_networks {
+            for net in &ep.wep.spec.ip_networks {
                 match net {
                     IpNet::V4(n) => groups[group].v4.push(n.addr()),
                     IpNet::V6(n) => groups[group].v6.push(n.addr()),
                 }
             }
-            endpoints.push(Endpoint { key, wep, namespace, group });
         }
-        Index { endpoints, groups, members: HashMap::default(), by_key: None }
-    }
-
-    /// Whether `selector` picks endpoint `ep` (namespace scoping is the caller's business).
-    pub fn selects(&self, selector: &Selector, ep: &Endpoint<'_>) -> bool {
-        let group = &self.groups[ep.group];
-        selector.matches(&Layered(group.own, group.inherited.as_ref()))
+        groups
     }
 
     /// The addresses of every endpoint in `scope` that `selector` picks; `text` is the
@@ -177,12 +205,15 @@ impl<'m> Index<'m> {
             members.v4.extend_from_slice(&group.v4);
             members.v6.extend_from_slice(&group.v6);
         };
+        if self.groups.is_none() {
+            self.groups = Some(self.make_groups());
+        }
+        let groups = self.groups.as_deref().unwrap_or_default();
         if let Some(simple) = Simple::of(selector, text) {
             let (key, want) = match simple {
                 Simple::Has(key) => (key, None),
                 Simple::Eq(key, value) => (key, Some(value)),
             };
-            let groups = &self.groups;
             let by_key = self.by_key.get_or_insert_with(|| key_index(groups));
             let values = by_key.get(key);
             let picked: Vec<&Vec<usize>> = match want {
@@ -196,7 +227,7 @@ impl<'m> Index<'m> {
                 }
             }
         } else {
-            for group in &self.groups {
+            for group in groups {
                 if in_scope(group)
                     && selector.matches(&Layered(group.own, group.inherited.as_ref()))
                 {

@@ -34,7 +34,7 @@ mod rules;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::fmt;
 use std::rc::Rc;
 
@@ -112,8 +112,46 @@ pub fn plan_ruleset(model: &ClusterModel, host: &HostInfo, config: &PlanConfig) 
     plan(model, host, config).ruleset
 }
 
+/// What one plan leaves for the next: its named sets by content, so that the next plan
+/// neither recomputes selector membership over every endpoint of the cluster nor rebuilds
+/// the elements, while nothing selectors see has changed (the model's labels stamp). A rule
+/// change at 10,000 endpoints then costs the chains it touches, not the cluster.
+///
+/// Results are the same with or without it: a set is kept only under the content key that
+/// made it, and selector sets only while the stamp is unchanged.
+#[derive(Debug, Default)]
+pub struct PlanCache {
+    /// The model's labels stamp the selector sets below were computed under.
+    labels_stamp: Option<u64>,
+    /// The last plan's sets by content key (`s4-` + scope + selector, `n4-` + networks).
+    sets: HashMap<String, Set>,
+    /// Content keys of selector sets that came out empty (and so were not made).
+    empty: HashSet<String>,
+}
+
+impl PlanCache {
+    /// Drops what `model` may see differently.
+    fn valid_for(mut self, model: &ClusterModel) -> Self {
+        if self.labels_stamp != Some(model.labels_stamp()) {
+            self.sets.retain(|key, _| !rules::is_selector_set_key(key));
+            self.empty.clear();
+        }
+        self
+    }
+}
+
 /// The desired table for `host`, with what was left out and why.
 pub fn plan(model: &ClusterModel, host: &HostInfo, config: &PlanConfig) -> Plan {
+    plan_with_cache(model, host, config, &mut PlanCache::default())
+}
+
+/// [`plan`], reusing what the last plan through `cache` computed and leaving this one's.
+pub fn plan_with_cache(
+    model: &ClusterModel,
+    host: &HostInfo,
+    config: &PlanConfig,
+    cache: &mut PlanCache,
+) -> Plan {
     let mut planner = Planner {
         model,
         host,
@@ -123,10 +161,15 @@ pub fn plan(model: &ClusterModel, host: &HostInfo, config: &PlanConfig) -> Plan 
         set_names: BTreeSet::new(),
         selectors: HashMap::default(),
         selector_sets: HashMap::default(),
+        prior: std::mem::take(cache).valid_for(model),
+        empty: HashSet::new(),
         warnings: Vec::new(),
     };
     let (ruleset, local_endpoints) = match planner.build() {
-        Ok(done) => done,
+        Ok((ruleset, local_endpoints, next)) => {
+            *cache = next;
+            (ruleset, local_endpoints)
+        }
         Err(e) => {
             // A planner bug, not bad input (input errors are per rule or resource). Fail
             // closed: workloads pass nothing rather than everything.
@@ -176,6 +219,10 @@ struct Planner<'m> {
     selectors: HashMap<String, Option<Rc<rules::ParsedSelector>>, names::FastHash>,
     /// Set (or none: it would be empty) per scope, selector and family.
     selector_sets: HashMap<(index::Scope<'m>, usize, Family), Option<Name>, names::FastHash>,
+    /// What the last plan left, still valid for this model; sets are taken out as used.
+    prior: PlanCache,
+    /// Content keys of selector sets found empty in this run.
+    empty: HashSet<String>,
     warnings: Vec<PlanWarning>,
 }
 
@@ -184,7 +231,7 @@ impl Planner<'_> {
         self.warnings.push(PlanWarning::new(subject, message));
     }
 
-    fn build(&mut self) -> Result<(Ruleset, usize), IrError> {
+    fn build(&mut self) -> Result<(Ruleset, usize, PlanCache), IrError> {
         let mut rs = Ruleset::new(self.cfg.table.clone());
         let policies = self.policy_views();
         let locals = self.local_endpoints(&policies);
@@ -194,14 +241,26 @@ impl Planner<'_> {
         self.endpoint_chains(&mut rs, &locals, &policy_names)?;
         self.base_chains(&mut rs)?;
         self.nat_chain(&mut rs)?;
+        // Sets share their elements with their clones: keeping them costs no copy.
+        let next = PlanCache {
+            labels_stamp: Some(self.model.labels_stamp()),
+            sets: self.sets.clone(),
+            empty: std::mem::take(&mut self.empty),
+        };
         for (_, set) in self.sets.drain() {
             rs.add_set(set)?;
         }
-        Ok((rs, locals.len()))
+        Ok((rs, locals.len(), next))
+    }
+
+    /// Whether the set for `content` under `prefix` exists in this run or the last one.
+    fn knows_set(&self, prefix: &str, content: &str) -> bool {
+        let key = format!("{prefix}{content}");
+        self.sets.contains_key(&key) || self.prior.sets.contains_key(&key)
     }
 
     /// The set for `content` (a key naming exactly what it holds), made by `make` the first
-    /// time under `<prefix><hash of content>`.
+    /// time under `<prefix><hash of content>`, unless the last plan made it.
     fn named_set(
         &mut self,
         prefix: &str,
@@ -222,7 +281,12 @@ impl Planner<'_> {
                 Name::new(format!("{prefix}{}", names::short_hash(&format!("{content}#{salt}"))))?;
         }
         self.set_names.insert(name.clone());
-        let set = make(name.clone())?;
+        let set = match self.prior.sets.remove(&key) {
+            Some(kept) if *kept.name() == name => kept,
+            // The same content under another name (a hash collision resolved differently).
+            Some(kept) => kept.renamed(name.clone()),
+            None => make(name.clone())?,
+        };
         self.sets.insert(key, set);
         Ok(name)
     }

@@ -347,28 +347,30 @@ impl<'m> Planner<'m> {
         family: Family,
     ) -> Result<Option<Name>, IrError> {
         let text = &parsed.text;
-        let members = self.index.members(scope, &parsed.selector, text);
-        let empty = match family {
-            Family::V4 => members.v4.is_empty(),
-            Family::V6 => members.v6.is_empty(),
-        };
-        if empty {
-            return Ok(None);
-        }
         let (prefix, key) = match family {
-            Family::V4 => ("s4-", KeyType::Ipv4Addr),
-            Family::V6 => ("s6-", KeyType::Ipv6Addr),
+            Family::V4 => (SELECTOR_V4, KeyType::Ipv4Addr),
+            Family::V6 => (SELECTOR_V6, KeyType::Ipv6Addr),
         };
         let content = format!("{}{text}", scope.tag());
-        // Elements are built only the first time this set is asked for.
-        let name = self.named_set(prefix, &content, |name| {
-            let elems: Vec<Elem> = match family {
-                Family::V4 => members.v4.iter().map(|a| Elem::addr(IpAddr::V4(*a))).collect(),
-                Family::V6 => members.v6.iter().map(|a| Elem::addr(IpAddr::V6(*a))).collect(),
-            };
-            Set::new(name, key).with(elems)
-        })?;
-        Ok(Some(name))
+        if self.knows_set(prefix, &content) {
+            // `named_set` takes the set made earlier; this maker is not called.
+            return self.named_set(prefix, &content, |name| Ok(Set::new(name, key))).map(Some);
+        }
+        let empty_key = format!("{prefix}{content}");
+        if self.prior.empty.contains(&empty_key) {
+            self.empty.insert(empty_key);
+            return Ok(None);
+        }
+        let members = self.index.members(scope, &parsed.selector, text);
+        let elems: Vec<Elem> = match family {
+            Family::V4 => members.v4.iter().map(|a| Elem::addr(IpAddr::V4(*a))).collect(),
+            Family::V6 => members.v6.iter().map(|a| Elem::addr(IpAddr::V6(*a))).collect(),
+        };
+        if elems.is_empty() {
+            self.empty.insert(empty_key);
+            return Ok(None);
+        }
+        self.named_set(prefix, &content, |name| Set::new(name, key).with(elems)).map(Some)
     }
 
     /// Parses (once per text) a selector from the model.
@@ -390,6 +392,16 @@ impl<'m> Planner<'m> {
         self.selectors.insert(text.to_string(), parsed.clone());
         parsed
     }
+}
+
+/// Name prefixes (and content-key prefixes) of selector sets: their contents follow the
+/// endpoints' labels, unlike network-list sets.
+const SELECTOR_V4: &str = "s4-";
+const SELECTOR_V6: &str = "s6-";
+
+/// Whether a set content key (see [`super::Planner::named_set`]) is a selector set's.
+pub(super) fn is_selector_set_key(key: &str) -> bool {
+    key.starts_with(SELECTOR_V4) || key.starts_with(SELECTOR_V6)
 }
 
 /// Why a rule cannot be enforced, if it cannot.

@@ -314,3 +314,96 @@ fn pass_in_a_profile_hands_over_to_the_next_profile() {
     assert_eq!(chain_rules(&plan, "pri-first"), ["meta l4proto tcp return", "accept"]);
     assert!(plan.ruleset.map("to-wl-pass").is_none(), "profiles need no pass map");
 }
+
+/// A watch event putting `resource` at its key.
+fn put(model: &mut ClusterModel, resource: &Value) {
+    let bytes = serde_json::to_vec(resource).expect("json");
+    let r = parse_resource(&bytes).expect("resource");
+    let key = model.layout().resource(r.kind(), r.namespace(), r.name());
+    let kv = Kv { key, value: bytes, mod_revision: 2, create_revision: 2, version: 1 };
+    assert!(
+        model.apply(crate::model::WatchSource::Resources, datastore::watch::WatchEvent::Put(kv))
+    );
+}
+
+#[test]
+fn plans_through_the_cache_equal_fresh_plans_and_keep_unchanged_sets() {
+    let host = HostInfo::new("h1");
+    let config = PlanConfig::new("tabby").expect("config");
+    let rules = |port: u16| {
+        json!({"labelsToApply": {"role": "web"}, "ingress": [
+            {"action": "Allow", "source": {"selector": "role == 'db'"}},
+            {"action": "Allow", "protocol": "TCP", "destination": {"ports": [port]},
+             "source": {"selector": "has(tier)", "nets": ["10.9.0.0/16"]}},
+        ]})
+    };
+    let mut model = model(&[
+        profile("web", rules(80)),
+        profile("db", json!({"labelsToApply": {"role": "db"}})),
+        wep("h1", "a", &["10.0.0.1/32"], &["web"], json!({})),
+        wep("h2", "b", &["10.0.0.2/32"], &["db"], json!({"tier": "x"})),
+    ]);
+    let mut cache = PlanCache::default();
+    let mut last = plan_with_cache(&model, &host, &config, &mut cache);
+    assert_eq!(last.ruleset, plan(&model, &host, &config).ruleset);
+    let sets_of = |p: &Plan| p.ruleset.sets().cloned().collect::<Vec<_>>();
+    let members = |p: &Plan, rule: usize| set_of_rule(p, &chain_rules(p, "pri-web")[rule]);
+    assert_eq!(members(&last, 0), ["V4(10.0.0.2/32)"]);
+
+    // Each step: the cached plan is the fresh plan; `kept` says whether every set of the
+    // last plan comes back sharing its elements.
+    let steps: Vec<(Value, bool)> = vec![
+        // A rule change: selectors see nothing new.
+        (profile("web", rules(8080)), true),
+        // An endpoint's own label.
+        (wep("h2", "c", &["10.0.0.3/32"], &["web"], json!({"tier": "y"})), false),
+        // A profile's labelsToApply: `role == 'db'` now picks a.
+        (
+            profile(
+                "web",
+                json!({"labelsToApply": {"role": "db"}, "ingress": rules(8080)["ingress"]}),
+            ),
+            false,
+        ),
+        // Back to the rules alone.
+        (profile("web", rules(9090)), false),
+        (profile("web", rules(9091)), true),
+    ];
+    for (i, (resource, kept)) in steps.into_iter().enumerate() {
+        put(&mut model, &resource);
+        let cached = plan_with_cache(&model, &host, &config, &mut cache);
+        cached.ruleset.validate().expect("valid ruleset");
+        assert_eq!(cached.ruleset, plan(&model, &host, &config).ruleset, "step {i}");
+        let all_shared = sets_of(&last).iter().all(|old| {
+            cached.ruleset.set(old.name().as_str()).is_some_and(|new| new.shares_elems(old))
+        });
+        assert_eq!(all_shared, kept, "step {i}: sets kept");
+        last = cached;
+    }
+    // The labelsToApply change was seen, and undone.
+    assert_eq!(members(&last, 0), ["V4(10.0.0.2/32)"]);
+    assert_eq!(members(&last, 1), ["V4(10.0.0.2/32)", "V4(10.0.0.3/32)"]);
+}
+
+#[test]
+fn a_cache_filled_by_another_model_is_not_trusted() {
+    let host = HostInfo::new("h1");
+    let config = PlanConfig::new("tabby").expect("config");
+    let web = profile(
+        "web",
+        json!({"ingress": [{"action": "Allow", "source": {"selector": "has(tier)"}}]}),
+    );
+    let local = wep("h1", "a", &["10.0.0.1/32"], &["web"], json!({}));
+    let one = model(&[
+        web.clone(),
+        local.clone(),
+        wep("h2", "b", &["10.0.0.2/32"], &[], json!({"tier": "x"})),
+    ]);
+    let two = model(&[web, local, wep("h2", "b", &["10.0.0.7/32"], &[], json!({"tier": "x"}))]);
+    assert_eq!(one.generation(), two.generation());
+    let mut cache = PlanCache::default();
+    let first = plan_with_cache(&one, &host, &config, &mut cache);
+    let second = plan_with_cache(&two, &host, &config, &mut cache);
+    assert_eq!(set_of_rule(&first, &chain_rules(&first, "pri-web")[0]), ["V4(10.0.0.2/32)"]);
+    assert_eq!(set_of_rule(&second, &chain_rules(&second, "pri-web")[0]), ["V4(10.0.0.7/32)"]);
+}
