@@ -22,6 +22,28 @@ use testkit::bench::{metric, millis, percentile};
 use testkit::{Etcd, Netns};
 
 const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
+
+/// How `path` is linked, from its ELF program headers: a `PT_INTERP` entry means the
+/// dynamic loader runs on every exec.
+fn linkage(path: &Path) -> &'static str {
+    const PT_INTERP: u32 = 3;
+    let Ok(elf) = std::fs::read(path) else { return "unreadable" };
+    let u16_at = |o: usize| elf.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    let u32_at = |o: usize| elf.get(o..o + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let u64_at =
+        |o: usize| elf.get(o..o + 8).and_then(|b| b.try_into().ok()).map(u64::from_le_bytes);
+    let (Some(phoff), Some(size), Some(count)) = (u64_at(0x20), u16_at(0x36), u16_at(0x38)) else {
+        return "not ELF64";
+    };
+    let interp = (0..usize::from(count))
+        .filter_map(|i| usize::try_from(phoff).ok().map(|o| o + i * usize::from(size)))
+        .any(|o| u32_at(o) == Some(PT_INTERP));
+    if interp {
+        "dynamically linked"
+    } else {
+        "statically linked"
+    }
+}
 const REFERENCE_DIR: &str = "/usr/lib/cni";
 
 struct Args {
@@ -138,7 +160,7 @@ fn main() {
     let scratch = tempfile::tempdir().unwrap();
     let tabby = Plugin {
         label: "tabby (tabby-ipam, etcd)",
-        binary: PathBuf::from(TABBY),
+        binary: testkit::plugin("tabby", TABBY),
         cni_path: REFERENCE_DIR.into(),
         conf: json!({"cniVersion": "1.0.0", "name": "bench", "type": "tabby",
             "etcd_endpoints": etcd.endpoint(), "etcd_prefix": prefix, "nodename": "bench-node",
@@ -222,6 +244,12 @@ fn main() {
         args.runs,
         args.burst,
         cmdline.join(" ")
+    );
+    println!(
+        "tabby binary: `{}` ({}; `cargo plugins` and `{}` select the shipped static build)\n",
+        tabby.binary.display(),
+        linkage(&tabby.binary),
+        testkit::PLUGIN_DIR_ENV,
     );
     println!("| plugin | ADD p50 ms | ADD p99 ms | DEL p50 ms | DEL p99 ms | {} ADDs at once, wall ms | {} DELs at once, wall ms | etcd round trips ADD / DEL (median) |",
         args.burst, args.burst);

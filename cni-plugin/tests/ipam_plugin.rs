@@ -5,6 +5,8 @@
 
 mod common;
 
+use std::path::Path;
+
 use common::store::{tabby_ipam_dir, StoreHost};
 use common::Fixture;
 use serde_json::{json, Value};
@@ -22,7 +24,7 @@ fn ptp_conf(h: &StoreHost, version: &str, name: &str) -> Value {
     conf
 }
 
-fn run(h: &StoreHost, program: &str, verb: &str, id: &str, conf: &Value) -> common::Run {
+fn run(h: &StoreHost, program: &Path, verb: &str, id: &str, conf: &Value) -> common::Run {
     let netns = h.fx.container.path();
     let path = cni_path();
     h.fx.run_program(
@@ -43,7 +45,7 @@ fn ptp_with_tabby_ipam() {
     let h = StoreHost::new("ptp");
     h.add_pool("pool-p", "10.195.0.0/16", None, false);
     let conf = ptp_conf(&h, "1.0.0", "ptpnet");
-    let result = run(&h, PTP, "ADD", "p1", &conf).ok().json();
+    let result = run(&h, Path::new(PTP), "ADD", "p1", &conf).ok().json();
     let address = result["ips"][0]["address"].as_str().unwrap();
     let (ip, prefix) = address.split_once('/').unwrap();
     assert_eq!(prefix, "26", "the block's prefix, which ptp needs: {result}");
@@ -59,16 +61,16 @@ fn ptp_with_tabby_ipam() {
     // ptp's CHECK calls tabby-ipam's CHECK with the prevResult.
     let mut with_prev = conf.clone();
     with_prev["prevResult"] = result.clone();
-    run(&h, PTP, "CHECK", "p1", &with_prev).ok();
+    run(&h, Path::new(PTP), "CHECK", "p1", &with_prev).ok();
     // tabby-ipam's CHECK notices an address it does not hold for this attachment.
     let mut wrong = with_prev.clone();
     wrong["prevResult"]["ips"][0]["address"] = json!("10.195.255.1/26");
-    let bad = run(&h, env!("CARGO_BIN_EXE_tabby-ipam"), "CHECK", "p1", &wrong);
+    let bad = run(&h, &common::tabby_ipam(), "CHECK", "p1", &wrong);
     assert_eq!(bad.code(), 999);
     assert!(bad.msg().contains("10.195.255.1"), "{}", bad.msg());
 
-    run(&h, PTP, "DEL", "p1", &conf).ok();
-    run(&h, PTP, "DEL", "p1", &conf).ok();
+    run(&h, Path::new(PTP), "DEL", "p1", &conf).ok();
+    run(&h, Path::new(PTP), "DEL", "p1", &conf).ok();
     let report = h.check();
     assert_eq!(report.counts.allocations, 0, "{report:?}");
     assert!(report.is_clean(), "{report:?}");
@@ -78,7 +80,7 @@ fn ptp_with_tabby_ipam() {
 fn ipam_verbs_called_directly() {
     let h = StoreHost::new("ipamv");
     h.add_pool("pool-v", "10.196.0.0/24", None, false);
-    let ipam = env!("CARGO_BIN_EXE_tabby-ipam");
+    let ipam = &common::tabby_ipam();
     let version = h.fx.run_program(ipam, &[("CNI_COMMAND", "VERSION")], "{}").ok().json();
     assert_eq!(version["supportedVersions"].as_array().unwrap().len(), 7);
 

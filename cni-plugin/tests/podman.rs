@@ -41,10 +41,7 @@ impl Podman {
             std::os::unix::fs::symlink(entry.path(), p.join("cni-bin").join(entry.file_name()))
                 .unwrap();
         }
-        for (name, bin) in [
-            ("tabby", env!("CARGO_BIN_EXE_tabby")),
-            ("tabby-ipam", env!("CARGO_BIN_EXE_tabby-ipam")),
-        ] {
+        for (name, bin) in [("tabby", common::tabby()), ("tabby-ipam", common::tabby_ipam())] {
             std::os::unix::fs::symlink(bin, p.join("cni-bin").join(name)).unwrap();
         }
         let conf = format!(

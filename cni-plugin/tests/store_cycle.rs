@@ -330,3 +330,61 @@ fn results_in_every_version_carry_the_assigned_address() {
     }
     h.assert_nothing_left();
 }
+
+#[test]
+fn a_plan_on_a_stale_memo_ends_with_the_committed_address_everywhere() {
+    let h = StoreHost::new("memo");
+    h.add_pool("pool-m", "10.153.0.0/16", None, false);
+    let conf = h.conf(Some("1.0.0"), "net-m");
+    // The first ADD claims a block; the second reads what the claim left and leaves the
+    // memo the next process plans on.
+    h.run("ADD", "m1", "eth0", &conf).ok();
+    let c1b = testkit::Netns::new("memo1b");
+    h.run_in("ADD", "m1b", "eth0", Some(&c1b), &conf).ok();
+
+    // Another allocator of this node, outside the plugin (the memo cannot know), takes the
+    // address the memo says is next.
+    let node = h.node.clone();
+    let foreign: std::net::IpAddr = h.with_client(|c, k| async move {
+        let opts = ipam::AllocatorOptions { lock_file: None, ..Default::default() };
+        let a = ipam::Allocator::new(c, k, node, opts).unwrap();
+        let req =
+            ipam::AssignRequest { handle: "other.f1.eth0".into(), num_v4: 1, ..Default::default() };
+        a.assign(&req).await.unwrap().v4[0].addr()
+    });
+
+    // The next ADD plans that very address on the memo, may configure its veth with it while
+    // the transaction runs, learns the truth from the failed transaction and commits another.
+    let c2 = testkit::Netns::new("memo2");
+    let run = h.run_in("ADD", "m2", "eth0", Some(&c2), &conf).ok();
+    let guessed = run.stderr.contains("the IPAM memo was stale");
+    println!(
+        "stale memo seen: {guessed}; pair re-made: {}",
+        run.stderr.contains("re-making the veth pair")
+    );
+    assert!(guessed, "the ADD did not plan on the memo: {}", run.stderr);
+    let address = run.json()["ips"][0]["address"].as_str().unwrap().to_owned();
+    let ip = address.strip_suffix("/32").expect("a /32").to_owned();
+    assert_ne!(ip, foreign.to_string(), "handed out twice");
+    let inside = &Fixture::ip_json(&c2, &["-4", "addr", "show", "eth0"])[0]["addr_info"];
+    let inside: Vec<&str> =
+        inside.as_array().unwrap().iter().map(|a| a["local"].as_str().unwrap()).collect();
+    assert_eq!(inside, [ip.as_str()], "the container holds the committed address only");
+    let host_if = expected_host_veth("m2", "eth0");
+    let routes = h.fx.host_tabby_routes();
+    assert!(routes.contains(&(ip.clone(), host_if.clone())), "{routes:?}");
+    assert!(!routes.iter().any(|(dst, _)| *dst == foreign.to_string()), "{routes:?}");
+    assert_eq!(h.holder(ip.parse().unwrap()).as_deref(), Some("net-m.m2.eth0"));
+    h.run_in("CHECK", "m2", "eth0", Some(&c2), &conf).ok();
+
+    h.run_in("DEL", "m2", "eth0", Some(&c2), &conf).ok();
+    h.run_in("DEL", "m1b", "eth0", Some(&c1b), &conf).ok();
+    h.run("DEL", "m1", "eth0", &conf).ok();
+    let node = h.node.clone();
+    h.with_client(|c, k| async move {
+        let opts = ipam::AllocatorOptions { lock_file: None, ..Default::default() };
+        let a = ipam::Allocator::new(c, k, node, opts).unwrap();
+        a.release_by_handle("other.f1.eth0").await.unwrap();
+    });
+    h.assert_nothing_left();
+}

@@ -56,6 +56,48 @@ async fn update_detects_a_conflict_and_reports_the_current_value() {
 }
 
 #[tokio::test]
+async fn txn_or_read_writes_on_a_true_guess_and_reads_on_a_false_one() {
+    let client = connect(Etcd::shared()).await;
+    let p = prefix();
+    let (sub, a, out) = (format!("{p}sub/"), format!("{p}sub/a"), format!("{p}out"));
+    let rev_a = client.create(&a, "a1").await.unwrap();
+    let reads = [Read::Prefix(sub.clone()), Read::Key(out.clone())];
+    let guess = |value: &[u8], since: i64| {
+        vec![
+            Cmp::Value(a.clone(), value.to_vec()),
+            Cmp::NothingNewerUnder { prefix: sub.clone(), revision: since },
+        ]
+    };
+    let write = || vec![Op::Put { key: out.clone(), value: b"w".to_vec(), lease: None }];
+
+    // A wrong value: nothing written, and the reads come back instead.
+    let wrong = client.txn_or_read(guess(b"a0", rev_a), write(), &reads).await.unwrap();
+    assert!(!wrong.succeeded);
+    assert_eq!(wrong.listings.len(), 2);
+    assert_eq!(wrong.listings[0].kvs.len(), 1);
+    assert_eq!(wrong.listings[0].kvs[0].value, b"a1");
+    assert!(wrong.listings[1].kvs.is_empty());
+    assert_eq!(client.get(&out).await.unwrap(), None);
+
+    // A key added under the prefix after the guessed revision also fails the guess.
+    let rev_b = client.create(&format!("{sub}b"), "b1").await.unwrap();
+    let added = client.txn_or_read(guess(b"a1", rev_a), write(), &reads).await.unwrap();
+    assert!(!added.succeeded);
+    assert_eq!(added.listings[0].kvs.len(), 2);
+    assert_eq!(client.get(&out).await.unwrap(), None);
+
+    // The right value and a revision covering everything under the prefix: written.
+    let right = client.txn_or_read(guess(b"a1", rev_b), write(), &reads).await.unwrap();
+    assert!(right.succeeded && right.listings.is_empty());
+    let stored = client.get(&out).await.unwrap().unwrap();
+    assert_eq!((stored.value.as_slice(), stored.mod_revision), (&b"w"[..], right.revision));
+
+    // An empty prefix holds nothing newer than anything.
+    let empty = Cmp::NothingNewerUnder { prefix: format!("{p}none/"), revision: 1 };
+    assert!(client.txn_or_read(vec![empty], write(), &reads).await.unwrap().succeeded);
+}
+
+#[tokio::test]
 async fn create_refuses_an_existing_key() {
     let client = connect(Etcd::shared()).await;
     let key = format!("{}k", prefix());

@@ -56,6 +56,98 @@ async fn fast_path_costs_at_most_three_round_trips() {
     assert_eq!(structural_problems(&env.check().await), 0);
 }
 
+/// A CNI-like process: a fresh client, and the lock, hint and memo files every process of
+/// `node` shares.
+async fn process(env: &Env, node: &str) -> (datastore::client::Client, ipam::Allocator) {
+    let client = env.fresh_client(testkit::Etcd::shared()).await;
+    let lock = env.lock_path(node);
+    let opts = ipam::AllocatorOptions {
+        hint_file: Some(lock.with_extension("hint")),
+        memo_file: Some(lock.with_extension("memo")),
+        ..env.options(node)
+    };
+    let a = ipam::Allocator::new(client.clone(), env.keys.clone(), node, opts).unwrap();
+    (client, a)
+}
+
+/// Round trips `a` spent (through `client`) on assigning one address to `handle`.
+async fn assign_counting(
+    client: &datastore::client::Client,
+    a: &ipam::Allocator,
+    handle: &str,
+) -> Result<(std::net::IpAddr, u64), IpamError> {
+    let before = client.round_trips();
+    let got = a.assign(&request(handle, 1, 0)).await?;
+    Ok((got.v4[0].addr(), client.round_trips() - before))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memo_saves_the_read_and_is_never_trusted_blindly() {
+    let env = Env::new().await;
+    let mut pool = env.add_pool("p", "10.69.0.0/16", None).await;
+    let mut taken = std::collections::BTreeSet::new();
+    let mut take = |ip: std::net::IpAddr| assert!(taken.insert(ip), "{ip} handed out twice");
+
+    // The first process claims a block. A claim writes under the node's affinities, which a
+    // memo cannot vouch for (someone else may have written there too), so the next process
+    // reads once more (two round trips, as without a memo) and leaves a memo of what it read.
+    let (c, a) = process(&env, "host-a").await;
+    take(assign_counting(&c, &a, "net.c0.eth0").await.unwrap().0);
+    let (c, a) = process(&env, "host-a").await;
+    let (ip, rts) = assign_counting(&c, &a, "net.c0b.eth0").await.unwrap();
+    take(ip);
+    assert_eq!(rts, 2, "after a claim: read, then commit");
+    // The next process plans on the memo: one transaction, no read.
+    let (c, a) = process(&env, "host-a").await;
+    let (ip, rts) = assign_counting(&c, &a, "net.c1.eth0").await.unwrap();
+    take(ip);
+    assert_eq!(rts, 1, "one round trip with a memo");
+
+    // Someone without the memo (another tool) allocates from the same block: the next
+    // guess is wrong, and the same transaction reads the truth, so it costs one more.
+    let foreign = env.allocator_with(env.fresh_client(testkit::Etcd::shared()).await, "host-a");
+    take(foreign.assign(&request("net.f1.eth0", 1, 0)).await.unwrap().v4[0].addr());
+    let (c, a) = process(&env, "host-a").await;
+    let (ip, rts) = assign_counting(&c, &a, "net.c2.eth0").await.unwrap();
+    take(ip);
+    assert_eq!(rts, 2, "a stale memo costs its commit and one more");
+
+    // A release by a memo process keeps the memo true: the next ADD is one round trip again.
+    let (c, a) = process(&env, "host-a").await;
+    assert_eq!(a.release_by_handle("net.c1.eth0").await.unwrap().len(), 1);
+    let (c2, a2) = process(&env, "host-a").await;
+    let (_, rts) = assign_counting(&c2, &a2, "net.c3.eth0").await.unwrap();
+    assert_eq!(rts, 1);
+    drop((c, a));
+
+    // The pool is disabled behind the memo's back: nothing may come from it any more.
+    pool.spec.disabled = true;
+    let key = env.keys.resource(datastore::keys::Kind::IpPool, None, "p");
+    env.put_raw(&key, &serde_json::to_vec(&pool).unwrap()).await;
+    let (c, a) = process(&env, "host-a").await;
+    let refused = assign_counting(&c, &a, "net.c4.eth0").await;
+    assert!(refused.is_err(), "allocated from a disabled pool: {refused:?}");
+    pool.spec.disabled = false;
+    env.put_raw(&key, &serde_json::to_vec(&pool).unwrap()).await;
+
+    // A corrupt memo reads as none.
+    std::fs::write(env.lock_path("host-a").with_extension("memo"), b"{\"node\":").unwrap();
+    let (c, a) = process(&env, "host-a").await;
+    let (ip, rts) = assign_counting(&c, &a, "net.c5.eth0").await.unwrap();
+    take(ip);
+    assert_eq!(rts, 2, "read, then commit");
+
+    // Another node's memo is never used for this one.
+    let other = env.lock_path("host-b").with_extension("memo");
+    std::fs::copy(env.lock_path("host-a").with_extension("memo"), &other).unwrap();
+    let (c, b) = process(&env, "host-b").await;
+    let (ip, _) = assign_counting(&c, &b, "net.b1.eth0").await.unwrap();
+    take(ip);
+    let owner = b.get_assignment(ip).await.unwrap().expect("assigned");
+    assert_eq!(owner.block_host.as_deref(), Some("host-b"), "from its own block");
+    assert_eq!(structural_problems(&env.check().await), 0);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn companion_records_land_in_the_allocations_own_write() {
     let env = Env::new().await;

@@ -31,6 +31,24 @@ pub fn require_root() {
     );
 }
 
+/// Environment variable naming a directory of CNI plugin binaries to test or measure instead
+/// of the ones cargo built for the test (`cargo plugins` makes the statically linked ones
+/// that ship, in `target/x86_64-unknown-linux-gnu/release`).
+pub const PLUGIN_DIR_ENV: &str = "TABBY_PLUGIN_DIR";
+
+/// The plugin `name` (`tabby`, `tabby-ipam`): from [`PLUGIN_DIR_ENV`] when set, else
+/// `built` (the caller's `env!("CARGO_BIN_EXE_<name>")`). Panics when the named directory
+/// lacks it: a run meant for the shipped binaries must not quietly test others.
+pub fn plugin(name: &str, built: &str) -> std::path::PathBuf {
+    let Some(dir) = std::env::var_os(PLUGIN_DIR_ENV) else {
+        return built.into();
+    };
+    let path = std::path::absolute(std::path::Path::new(&dir).join(name))
+        .unwrap_or_else(|e| panic!("{PLUGIN_DIR_ENV}: {e}"));
+    assert!(path.is_file(), "{PLUGIN_DIR_ENV} is set but {} does not exist", path.display());
+    path
+}
+
 /// Runs `cmd`, panicking with its stderr unless it exits 0; returns its stdout.
 ///
 /// The helper behind every "must succeed" call in the fixtures.

@@ -20,7 +20,9 @@ use crate::store::Session;
 /// Attaches the container and returns the result (merged after any prevResult).
 ///
 /// The kernel and etcd work overlap: the veth pair is created on a blocking thread while
-/// IPAM assigns the addresses, and the pair is configured while the endpoint is written.
+/// IPAM assigns the addresses, and it is configured with the addresses as soon as IPAM has
+/// planned them, while their transaction (which also writes the endpoint) is in flight. The
+/// rare plan that loses its race and commits other addresses gets a pair made afresh.
 pub async fn add(
     inv: &Invocation<PathBuf>,
     backend: &Backend,
@@ -39,8 +41,10 @@ pub async fn add(
     // the addresses are known and rides in the allocation's own transaction.
     let mac = dataplane::random_mac();
     let mac_text = format_mac(&mac);
-    let also_write =
-        plan.as_ref().and_then(|p| endpoint_with_allocation(p, &host_ifname, &mac_text));
+    let (planned_tx, planned_rx) = tokio::sync::watch::channel(None);
+    let also_write = plan
+        .as_ref()
+        .and_then(|p| endpoint_with_allocation(p, &host_ifname, &mac_text, planned_tx));
     let mut req = IpamRequest::of(inv);
     req.also_write = also_write.as_ref();
 
@@ -62,6 +66,8 @@ pub async fn add(
             (container, made)
         })
     };
+    let (ipam_done, ipam_running) = tokio::sync::oneshot::channel::<()>();
+    let early = configure_when_planned(pair, planned_rx, ipam_running, first_mtu, started);
     // The pools (for the MTU) and the profile's existence are read while IPAM works.
     let prefetch = async {
         let (Some(s), Some(plan)) = (session, plan.as_ref()) else {
@@ -75,18 +81,21 @@ pub async fn add(
             }
         }
     };
-    let (pair, (assigned, facts)) =
-        tokio::join!(pair, async { tokio::join!(backend.add(&req), prefetch) });
-    let (container, made) = pair.map_err(|e| Error::internal("create veth: worker failed", e))?;
+    let ipam = async {
+        let done = tokio::join!(backend.add(&req), prefetch);
+        drop(ipam_done);
+        done
+    };
+    let (early, (assigned, facts)) = tokio::join!(early, ipam);
     // A delegate may keep half an allocation (the spec asks for a DEL); an in-process
     // assignment that timed out may have been written, but only if a write went out (a hung
     // etcd usually stops the first read, and then there is nothing to undo).
     let may_hold =
         |e: &Error| matches!(backend, Backend::Delegate(_)) || (e.is_retryable() && wrote(session));
-    let (made, assigned) = match (made, assigned) {
-        (Ok(made), Ok(assigned)) => (made, assigned),
-        (Ok(pair), Err(e)) => {
-            remove(pair);
+    let (early, assigned) = match (early, assigned) {
+        (Ok(early), Ok(assigned)) => (early, assigned),
+        (Ok(early), Err(e)) => {
+            early.undo(&host_ifname);
             if may_hold(&e) {
                 forget_endpoint(session, plan.as_ref(), also_write.is_some()).await;
                 release(backend, &req, "failed IPAM ADD").await;
@@ -98,14 +107,14 @@ pub async fn add(
                 forget_endpoint(session, plan.as_ref(), also_write.is_some()).await;
                 release(backend, &req, "failed veth creation").await;
             }
-            return Err(e.into());
+            return Err(e);
         }
     };
     let (assigned, endpoint_written) = assigned;
     let addresses: Vec<IpAddr> = assigned.ips.iter().map(|ip| ip.address.addr()).collect();
     tracing::debug!(?addresses, elapsed = ?started.elapsed(), "IPAM assigned, veth created");
     if addresses.is_empty() {
-        remove(made);
+        early.undo(&host_ifname);
         release(backend, &req, "empty IPAM result").await;
         return Err(Error::Internal { what: "IPAM returned no addresses".into(), source: None });
     }
@@ -119,14 +128,7 @@ pub async fn add(
     let nets: Vec<IpNet> = link.addresses.iter().map(|ip| IpNet::from(*ip)).collect();
     let record = plan.as_ref().map(|p| p.record(&nets, &host_ifname, &mac_text));
 
-    let configured = {
-        let addresses = link.addresses.clone();
-        tokio::task::spawn_blocking(move || {
-            let done = made.configure(&Netns::current(), &container, &addresses, mtu);
-            tracing::debug!(elapsed = ?started.elapsed(), "veth configured");
-            done
-        })
-    };
+    let configured = early.finish(&link, first_mtu, mac, started);
     let written = async {
         let (Some(s), Some(plan), Some(record)) = (session, plan.as_ref(), record.as_ref()) else {
             return Ok(());
@@ -146,12 +148,8 @@ pub async fn add(
         .map(|()| tracing::debug!(elapsed = ?started.elapsed(), "endpoint written"))
     };
     let (configured, written) = tokio::join!(configured, written);
-    let configured = match configured {
-        Ok(done) => done.map_err(Error::from),
-        Err(e) => Err(Error::internal(format!("configure {host_ifname}: worker failed"), e)),
-    };
-    // configure() removes the pair itself when it fails; after it succeeded, it is ours to
-    // remove if the endpoint write failed.
+    // A failed configuration removed its pair itself; after it succeeded, the pair is ours
+    // to remove if the endpoint write failed.
     let veth_made = configured.is_ok();
     let attached = match configured.and_then(|attached| written.map(|()| attached)) {
         Ok(attached) => attached,
@@ -178,19 +176,133 @@ pub async fn add(
     })
 }
 
+/// The veth pair once made, and configured if IPAM planned addresses before it finished.
+enum Early {
+    /// Made, not configured: IPAM finished without announcing a plan (a delegate plugin).
+    Made(Netns, dataplane::Created),
+    /// Configured with `addresses` (or failed to be, and then removed) at `mtu`.
+    Configured { container: Netns, result: Result<Attached, Error>, addresses: Vec<IpAddr> },
+}
+
+/// Waits for the pair, then for IPAM's planned addresses (or its end), and configures the
+/// pair with them on a blocking thread.
+async fn configure_when_planned(
+    pair: tokio::task::JoinHandle<(Netns, Result<dataplane::Created, dataplane::Error>)>,
+    mut planned: tokio::sync::watch::Receiver<Option<Vec<IpAddr>>>,
+    mut ipam_running: tokio::sync::oneshot::Receiver<()>,
+    mtu: u32,
+    started: Instant,
+) -> Result<Early, Error> {
+    let (container, made) =
+        pair.await.map_err(|e| Error::internal("create veth: worker failed", e))?;
+    let made = made?;
+    // Biased: a plan announced just before IPAM finished is still used.
+    let addresses = tokio::select! {
+        biased;
+        Ok(addresses) = planned.wait_for(Option::is_some) => addresses.clone(),
+        _ = &mut ipam_running => None,
+    };
+    let Some(addresses) = addresses else { return Ok(Early::Made(container, made)) };
+    let worker = {
+        let addresses = addresses.clone();
+        tokio::task::spawn_blocking(move || {
+            let result = made.configure(&Netns::current(), &container, &addresses, mtu);
+            tracing::debug!(elapsed = ?started.elapsed(), "veth configured with the planned addresses");
+            (container, result)
+        })
+    };
+    let (container, result) =
+        worker.await.map_err(|e| Error::internal("configure veth: worker failed", e))?;
+    Ok(Early::Configured { container, result: result.map_err(Error::from), addresses })
+}
+
+impl Early {
+    /// Rollback: removes whatever pair is left.
+    fn undo(self, host_ifname: &str) {
+        match self {
+            Early::Made(_, pair) => remove(pair),
+            Early::Configured { result: Ok(_), .. } => teardown(host_ifname),
+            // A failed configuration removed its pair.
+            Early::Configured { result: Err(_), .. } => {}
+        }
+    }
+
+    /// The pair attached as `link` says: configured now, or checked against what it was
+    /// configured with (MTU adjusted, or made afresh for addresses the plan did not commit).
+    async fn finish(
+        self,
+        link: &WorkloadLink,
+        first_mtu: u32,
+        mac: [u8; 6],
+        started: Instant,
+    ) -> Result<Attached, Error> {
+        let early = match self {
+            // The usual case: nothing left to do, and no thread to wake for it.
+            Early::Configured { result, addresses, .. }
+                if addresses == link.addresses && link.mtu == first_mtu =>
+            {
+                return result;
+            }
+            other => other,
+        };
+        let link = link.clone();
+        let host_ifname = link.host_ifname.clone();
+        let joined = tokio::task::spawn_blocking(move || -> Result<Attached, Error> {
+            let host = Netns::current();
+            let done = match early {
+                Early::Made(container, made) => {
+                    made.configure(&host, &container, &link.addresses, link.mtu)?
+                }
+                Early::Configured { container, result, addresses } => {
+                    let attached = result?;
+                    if addresses == link.addresses {
+                        if link.mtu != first_mtu {
+                            dataplane::set_pair_mtu(&host, &container, &attached, link.mtu)
+                                .inspect_err(|_| teardown(&link.host_ifname))?;
+                        }
+                        attached
+                    } else {
+                        // The plan lost a race and committed other addresses.
+                        tracing::debug!(planned = ?addresses, committed = ?link.addresses, "re-making the veth pair");
+                        dataplane::teardown(&host, &link.host_ifname)?;
+                        let made = dataplane::create(
+                            &host,
+                            &container,
+                            &link.host_ifname,
+                            &link.container_ifname,
+                            link.mtu,
+                            Some(mac),
+                        )?;
+                        made.configure(&host, &container, &link.addresses, link.mtu)?
+                    }
+                }
+            };
+            tracing::debug!(elapsed = ?started.elapsed(), "veth configured");
+            Ok(done)
+        });
+        match joined.await {
+            Ok(done) => done,
+            Err(e) => Err(Error::internal(format!("configure {host_ifname}: worker failed"), e)),
+        }
+    }
+}
+
 /// The workload endpoint as records for the allocator's transaction: written with the
-/// addresses, or not at all. `None` when the record cannot be encoded (the endpoint is then
+/// addresses, or not at all; the planned addresses are also announced on `planned`. `None` when the record cannot be encoded (the endpoint is then
 /// written on its own, which reports the error). The write is unconditional: an endpoint
 /// already at this key can only be a stale one of this same attachment.
 fn endpoint_with_allocation(
     plan: &EndpointPlan,
     host_ifname: &str,
     mac: &str,
+    planned: tokio::sync::watch::Sender<Option<Vec<IpAddr>>>,
 ) -> Option<ipam::AlsoWrite> {
     plan.record(&[], host_ifname, mac).to_json().ok()?;
     let (plan, host_ifname, mac) = (plan.clone(), host_ifname.to_owned(), mac.to_owned());
     Some(ipam::AlsoWrite::new(move |assigned| {
         let nets: Vec<IpNet> = assigned.all().collect();
+        // Called as the transaction is built: the pair can be configured meanwhile.
+        planned.send_replace(Some(nets.iter().map(IpNet::addr).collect()));
         match plan.record(&nets, &host_ifname, &mac).to_json() {
             Ok(json) => vec![(plan.key.clone(), json)],
             Err(e) => {

@@ -21,7 +21,7 @@ pub use detach::{delete_detached, detach, teardown, Detached};
 pub use inspect::{inspect, observe, Observed};
 pub use netlink::NetlinkError;
 pub use netns::Netns;
-pub use veth::{create, setup, setup_host_side, Created};
+pub use veth::{create, set_pair_mtu, setup, setup_host_side, Created};
 
 /// tabby's route protocol number (`proto 112` in `ip route`). The agent only ever removes
 /// routes carrying it, so routes made by others are never touched.

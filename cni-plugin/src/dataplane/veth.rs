@@ -214,6 +214,18 @@ impl Created {
     }
 }
 
+/// Sets the MTU of both ends of an attached pair: for a pair configured before its pool (and
+/// so the MTU its pool wants) was known.
+pub fn set_pair_mtu(
+    host: &Netns,
+    container: &Netns,
+    attached: &Attached,
+    mtu: u32,
+) -> Result<(), Error> {
+    set_mtu(&mut host.socket()?, attached.host_index, &attached.host_ifname, mtu)?;
+    set_mtu(&mut container.socket()?, attached.container_index, &attached.container_ifname, mtu)
+}
+
 /// The attachment for a runtime that moves the workload end into the sandbox itself
 /// (Docker's libnetwork): both ends are made in `host`; the host end gets the sysctls, link
 /// state and host routes [`setup`] gives it, and `link.container_ifname` is left down and

@@ -142,13 +142,18 @@ impl InProcess {
             .get_or_try_init(|| async {
                 let client = self.session.client().await?.clone();
                 let timeout = self.session.timeout();
-                // Beside the lock: the hint saves the next ADD a round trip, and the lock's
-                // directory is the one place every invocation on this host can write.
-                let mut hint_file = self.conf.lock_file.clone().into_os_string();
-                hint_file.push(".hint");
+                // Beside the lock: the hint and the memo save the next ADD round trips, and
+                // the lock's directory is the one place every invocation on this host can
+                // write.
+                let beside = |suffix: &str| {
+                    let mut path = self.conf.lock_file.clone().into_os_string();
+                    path.push(suffix);
+                    std::path::PathBuf::from(path)
+                };
                 let opts = AllocatorOptions {
                     lock_file: Some(self.conf.lock_file.clone()),
-                    hint_file: Some(hint_file.into()),
+                    hint_file: Some(beside(".hint")),
+                    memo_file: Some(beside(".memo")),
                     lock_timeout: timeout,
                     timeout,
                     ..AllocatorOptions::default()

@@ -13,6 +13,17 @@ use std::process::{Command, Stdio};
 use serde_json::{json, Value};
 use testkit::Netns;
 
+/// The `tabby` binary under test: the one cargo built, or the shipped (static) one when
+/// `TABBY_PLUGIN_DIR` names it (see [`testkit::plugin`]).
+pub fn tabby() -> PathBuf {
+    testkit::plugin("tabby", env!("CARGO_BIN_EXE_tabby"))
+}
+
+/// The `tabby-ipam` binary under test, as [`tabby`].
+pub fn tabby_ipam() -> PathBuf {
+    testkit::plugin("tabby-ipam", env!("CARGO_BIN_EXE_tabby-ipam"))
+}
+
 /// What one plugin run printed and how it ended.
 #[derive(Debug)]
 pub struct Run {
@@ -94,7 +105,7 @@ impl Fixture {
     /// the child is the plugin itself.
     pub fn spawn_program(
         &self,
-        program: &str,
+        program: &Path,
         env: &[(&str, &str)],
         stdin: &str,
     ) -> std::process::Child {
@@ -119,11 +130,11 @@ impl Fixture {
 
     /// [`Fixture::spawn_program`] for `tabby`.
     pub fn spawn_env(&self, env: &[(&str, &str)], stdin: &str) -> std::process::Child {
-        self.spawn_program(env!("CARGO_BIN_EXE_tabby"), env, stdin)
+        self.spawn_program(&tabby(), env, stdin)
     }
 
     /// Runs `program` to completion inside the host namespace.
-    pub fn run_program(&self, program: &str, env: &[(&str, &str)], stdin: &str) -> Run {
+    pub fn run_program(&self, program: &Path, env: &[(&str, &str)], stdin: &str) -> Run {
         let out = self.spawn_program(program, env, stdin).wait_with_output().expect("wait plugin");
         Run {
             success: out.status.success(),
@@ -134,7 +145,7 @@ impl Fixture {
 
     /// Runs `tabby` inside the host namespace with exactly the given `CNI_*` variables.
     pub fn run_env(&self, env: &[(&str, &str)], stdin: &str) -> Run {
-        self.run_program(env!("CARGO_BIN_EXE_tabby"), env, stdin)
+        self.run_program(&tabby(), env, stdin)
     }
 
     /// Runs a verb for `(container_id, ifname)` in this fixture's container.

@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::future::Future;
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use datastore::client::{Client, EtcdConfig};
 use datastore::keys::{KeyLayout, Kind};
@@ -18,7 +18,7 @@ use super::{Fixture, Run};
 
 /// Where `tabby-ipam` lives: `CNI_PATH` needs the directory, ahead of the reference plugins.
 pub fn tabby_ipam_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_tabby-ipam")).parent().expect("binary has a directory").to_owned()
+    super::tabby_ipam().parent().expect("binary has a directory").to_owned()
 }
 
 /// A host with its etcd, one container namespace, and a unique key prefix and node name.

@@ -22,7 +22,9 @@ use serde::de::DeserializeOwned;
 
 pub use config::{endpoint_list, EtcdConfig, DEFAULT_ENDPOINT};
 pub use error::Error;
-pub use types::{Cmp, KeyListing, Kv, Listing, MemberStatus, Op, Read, Stored, TxnOutcome};
+pub use types::{
+    Cmp, KeyListing, Kv, Listing, MemberStatus, Op, Read, Stored, TxnOrRead, TxnOutcome,
+};
 
 use error::{classify, Context};
 use types::{kvs_from_etcd, prefix_end};
@@ -298,15 +300,7 @@ impl Client {
         if reads.is_empty() {
             return Ok(Vec::new());
         }
-        let ops: Vec<TxnOp> = reads
-            .iter()
-            .map(|read| match read {
-                Read::Key(key) => TxnOp::get(key.as_str(), None),
-                Read::Prefix(prefix) => {
-                    TxnOp::get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
-                }
-            })
-            .collect();
+        let ops: Vec<TxnOp> = reads.iter().map(Read::to_etcd).collect();
         let txn = Txn::new().and_then(ops);
         let resp = self
             .call("get_many", 0, Resend::Idempotent, |mut m| {

@@ -85,6 +85,18 @@ pub enum Read {
     Prefix(String),
 }
 
+impl Read {
+    pub(crate) fn to_etcd(&self) -> etcd_client::TxnOp {
+        use etcd_client::{GetOptions, TxnOp};
+        match self {
+            Read::Key(key) => TxnOp::get(key.as_str(), None),
+            Read::Prefix(prefix) => {
+                TxnOp::get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+            }
+        }
+    }
+}
+
 /// A condition of a [`super::Client::txn`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cmp {
@@ -94,13 +106,20 @@ pub enum Cmp {
     ModRevision(String, i64),
     /// The key exists, whatever its value.
     Exists(String),
+    /// The key exists and holds exactly these bytes.
+    Value(String, Vec<u8>),
+    /// No key under the prefix was created or changed after `revision` (deletions aside).
+    NothingNewerUnder { prefix: String, revision: i64 },
 }
 
 impl Cmp {
-    /// The key the condition is about.
+    /// The key the condition is about (the prefix, for a prefix condition).
     pub fn key(&self) -> &str {
         match self {
-            Cmp::Absent(key) | Cmp::ModRevision(key, _) | Cmp::Exists(key) => key,
+            Cmp::Absent(key) | Cmp::ModRevision(key, _) | Cmp::Exists(key) | Cmp::Value(key, _) => {
+                key
+            }
+            Cmp::NothingNewerUnder { prefix, .. } => prefix,
         }
     }
 
@@ -111,6 +130,14 @@ impl Cmp {
             Cmp::Exists(key) => Compare::version(key.as_str(), CompareOp::Greater, 0),
             Cmp::ModRevision(key, rev) => {
                 Compare::mod_revision(key.as_str(), CompareOp::Equal, *rev)
+            }
+            Cmp::Value(key, value) => {
+                Compare::value(key.as_str(), CompareOp::Equal, value.as_slice())
+            }
+            // Over a range, etcd compares every key in it; an empty range compares as 0.
+            Cmp::NothingNewerUnder { prefix, revision } => {
+                Compare::mod_revision(prefix.as_str(), CompareOp::Less, revision.saturating_add(1))
+                    .with_prefix()
             }
         }
     }
@@ -149,6 +176,17 @@ pub struct TxnOutcome {
     /// When it failed: the compared keys that exist, as they are now (absent keys are
     /// missing from the list). Empty when it succeeded.
     pub current: Vec<Kv>,
+}
+
+/// The answer to [`super::Client::txn_or_read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnOrRead {
+    /// Whether every condition held and the writes were applied.
+    pub succeeded: bool,
+    /// The store revision after the transaction (its writes carry this mod revision).
+    pub revision: i64,
+    /// When it failed: one listing per read asked for, in order, at `revision`.
+    pub listings: Vec<Listing>,
 }
 
 /// A decoded JSON value with the mod revision to compare-and-swap against.

@@ -5,7 +5,9 @@ use etcd_client::{Compare, PutOptions, Txn, TxnOp, TxnOpResponse, TxnResponse};
 use serde::Serialize;
 
 use super::types::kvs_from_etcd;
-use super::{header_revision, Client, Cmp, Error, Kv, Op, Resend, TxnOutcome};
+use super::{
+    header_revision, Client, Cmp, Error, Kv, Listing, Op, Read, Resend, TxnOrRead, TxnOutcome,
+};
 
 impl Client {
     /// Creates `key` only if it does not exist; returns the new mod revision.
@@ -139,6 +141,48 @@ impl Client {
     /// decide its next attempt without another read.
     pub async fn txn(&self, cmps: Vec<Cmp>, ops: Vec<Op>) -> Result<TxnOutcome, Error> {
         self.txn_inner("txn", &cmps, &ops).await
+    }
+
+    /// Applies `ops` atomically if every condition in `cmps` holds, and otherwise performs
+    /// `reads` in the same transaction: a caller that wrote on a guess learns the truth in the
+    /// same round trip when the guess was wrong.
+    pub async fn txn_or_read(
+        &self,
+        cmps: Vec<Cmp>,
+        ops: Vec<Op>,
+        reads: &[Read],
+    ) -> Result<TxnOrRead, Error> {
+        let txn = Txn::new()
+            .when(cmps.iter().map(Cmp::to_etcd).collect::<Vec<_>>())
+            .and_then(ops.iter().map(Op::to_etcd).collect::<Vec<_>>())
+            .or_else(reads.iter().map(Read::to_etcd).collect::<Vec<_>>());
+        let resp = self.send_txn("txn", &txn).await?;
+        let revision = header_revision(resp.header())?;
+        let listings = if resp.succeeded() {
+            Vec::new()
+        } else {
+            let listings: Vec<Listing> = resp
+                .op_responses()
+                .iter()
+                .filter_map(|r| match r {
+                    TxnOpResponse::Get(get) => {
+                        Some(Listing { kvs: kvs_from_etcd(get.kvs()), revision })
+                    }
+                    _ => None,
+                })
+                .collect();
+            if listings.len() != reads.len() {
+                return Err(Error::Server {
+                    reason: format!(
+                        "transaction answered {} of {} reads",
+                        listings.len(),
+                        reads.len()
+                    ),
+                });
+            }
+            listings
+        };
+        Ok(TxnOrRead { succeeded: resp.succeeded(), revision, listings })
     }
 
     async fn txn_inner(&self, op: &str, cmps: &[Cmp], ops: &[Op]) -> Result<TxnOutcome, Error> {

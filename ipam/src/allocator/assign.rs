@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use datastore::client::{Cmp, Op, Read};
+use datastore::client::{Cmp, Listing, Op, Read};
 use datastore::keys::{IpFamily, ParsedKey};
 use datastore::model::ipam::{AffinityState, IpamHandle};
 use ipnet::IpNet;
@@ -38,6 +38,16 @@ impl Planned {
         self.taken += got.len();
         got
     }
+}
+
+/// What one family of a request asks of the planner.
+#[derive(Debug, Clone, Copy)]
+struct Want<'p> {
+    family: IpFamily,
+    n: usize,
+    pools: &'p [&'p Pool],
+    /// Whether planning may read or write etcd (claim blocks, borrow).
+    may_fetch: bool,
 }
 
 /// Everything one attempt will write, built up in memory.
@@ -87,6 +97,16 @@ impl Plan {
     }
 }
 
+/// How a commit ended.
+#[derive(Debug)]
+pub(super) enum Committed {
+    Done,
+    /// A compared key changed meanwhile.
+    Lost,
+    /// A guessed snapshot was not true; here is what the same transaction read instead.
+    LostWith(Vec<Listing>),
+}
+
 impl Allocator {
     pub(super) async fn assign_inner(
         &self,
@@ -100,82 +120,140 @@ impl Allocator {
         if req.num_v6 > 0 {
             families.push(IpFamily::V6);
         }
+        // What a failed guess read instead (and the reads it answers): the next attempt plans
+        // on it at once.
+        let mut fresh: Option<(snapshot::ReadSet, Vec<Listing>)> = None;
         for attempt in 0..self.opts.max_attempts {
-            if attempt > 0 {
+            if attempt > 0 && fresh.is_none() {
                 backoff(attempt - 1).await;
             }
             let hint = self.hinted_blocks();
-            let snap =
-                snapshot::read(&self.client, &self.keys, &self.node, &families, &req.handle, &hint)
-                    .await?;
-            let mut plan = Plan::default();
-            let mut result = AssignResult::default();
-            let wanted = [
-                (IpFamily::V4, req.num_v4, &req.v4_pools),
-                (IpFamily::V6, req.num_v6, &req.v6_pools),
-            ];
-            let mut failed = None;
-            for (family, n, requested) in wanted {
-                if n == 0 {
-                    continue;
+            let (r, fresh_listings) = match fresh.take() {
+                Some((r, listings)) => (r, Some(listings)),
+                None => {
+                    (snapshot::reads(&self.keys, &self.node, &families, &req.handle, &hint), None)
                 }
-                let planned = match pool::choose(
-                    &snap.pools,
-                    family,
-                    &self.node,
-                    &snap.node_labels,
-                    requested,
-                ) {
-                    Ok(pools) => {
-                        self.plan_family(&snap, family, n, &pools, &req.handle, attrs, &mut plan)
-                            .await
-                    }
-                    Err(e) => Err(e),
+            };
+            let guessed = match (attempt, &fresh_listings) {
+                (0, None) => self.plan_on_memo(req, attrs, &families, &r).await,
+                _ => None,
+            };
+            let (snap, plan, result, guess) = if let Some((snap, plan, result, cmps)) = guessed {
+                (snap, plan, result, Some(cmps))
+            } else {
+                let snap = if let Some(listings) = fresh_listings {
+                    self.memo.remember_reads(&self.node, &r, &listings);
+                    snapshot::decode(&self.keys, &r, &listings)?
+                        .complete(&self.client, &self.keys)
+                        .await?
+                } else {
+                    let (snap, listings) = snapshot::read(&self.client, &self.keys, &r).await?;
+                    self.memo.remember_reads(&self.node, &r, &listings);
+                    snap
                 };
-                match planned {
-                    Ok(ips) => {
-                        let nets = ips.into_iter().map(host_net);
-                        match family {
-                            IpFamily::V4 => result.v4.extend(nets),
-                            IpFamily::V6 => result.v6.extend(nets),
-                        }
-                    }
-                    Err(e) => {
-                        failed = Some(e);
-                        break;
-                    }
-                }
-            }
-            if let Some(e) = failed {
-                self.confirm_claims_only(plan).await;
-                return Err(e);
-            }
+                let (plan, result) = self.plan_request(req, attrs, &snap, &families, true).await?;
+                (snap, plan, result, None)
+            };
             let affine = plan.affine.clone();
             let also = req.also_write.as_ref().map(|w| w.ops(&result)).unwrap_or_default();
-            if self.commit(&snap, &req.handle, plan, also).await? {
-                let mut hint: BTreeSet<IpNet> =
-                    hint.into_iter().filter(|c| !families.contains(&IpFamily::of_net(c))).collect();
-                hint.extend(affine);
-                self.set_hint(hint);
-                tracing::debug!(handle = %req.handle, ?result, attempt, "assigned");
-                return Ok(result);
+            let guess = guess.map(|cmps| (cmps, r.reads.as_slice()));
+            match self.commit(&snap, &req.handle, plan, also, guess).await? {
+                Committed::Done => {
+                    let mut hint: BTreeSet<IpNet> = hint
+                        .into_iter()
+                        .filter(|c| !families.contains(&IpFamily::of_net(c)))
+                        .collect();
+                    hint.extend(affine);
+                    self.set_hint(hint);
+                    tracing::debug!(handle = %req.handle, ?result, attempt, "assigned");
+                    return Ok(result);
+                }
+                Committed::Lost => {}
+                Committed::LostWith(listings) => fresh = Some((r, listings)),
             }
         }
         Err(IpamError::Conflict { op: "assign", attempts: self.opts.max_attempts })
     }
 
+    /// A plan made on the memo alone, with the conditions under which the memo is true; `None`
+    /// when the memo does not cover the reads or the request needs more than its affine
+    /// blocks hold (claiming and borrowing read etcd, so those go the usual way).
+    async fn plan_on_memo(
+        &self,
+        req: &AssignRequest,
+        attrs: &Attrs,
+        families: &[IpFamily],
+        r: &snapshot::ReadSet,
+    ) -> Option<(Snapshot, Plan, AssignResult, Vec<Cmp>)> {
+        let (listings, cmps) = self.memo.recall(&self.node, r)?;
+        let partial = snapshot::decode(&self.keys, r, &listings).ok()?;
+        if !partial.missing.is_empty() {
+            return None;
+        }
+        let snap = partial.finish();
+        let (plan, result) = self.plan_request(req, attrs, &snap, families, false).await.ok()?;
+        let mut cmps = cmps;
+        for p in plan.blocks.values() {
+            cmps.push(self.memo.value_guard(&self.node, &p.key)?);
+        }
+        Some((snap, plan, result, cmps))
+    }
+
+    /// Plans every family of `req` against `snap`. With `may_fetch` false nothing is read
+    /// or written (no claims, no borrowing): a shortfall is an error.
+    async fn plan_request(
+        &self,
+        req: &AssignRequest,
+        attrs: &Attrs,
+        snap: &Snapshot,
+        families: &[IpFamily],
+        may_fetch: bool,
+    ) -> Result<(Plan, AssignResult)> {
+        let mut plan = Plan::default();
+        let mut result = AssignResult::default();
+        let wanted =
+            [(IpFamily::V4, req.num_v4, &req.v4_pools), (IpFamily::V6, req.num_v6, &req.v6_pools)];
+        for (family, n, requested) in wanted {
+            if n == 0 || !families.contains(&family) {
+                continue;
+            }
+            let planned =
+                match pool::choose(&snap.pools, family, &self.node, &snap.node_labels, requested) {
+                    Ok(pools) => {
+                        let want = Want { family, n, pools: &pools, may_fetch };
+                        self.plan_family(snap, &want, &req.handle, attrs, &mut plan).await
+                    }
+                    Err(e) => Err(e),
+                };
+            match planned {
+                Ok(ips) => {
+                    let nets = ips.into_iter().map(host_net);
+                    match family {
+                        IpFamily::V4 => result.v4.extend(nets),
+                        IpFamily::V6 => result.v6.extend(nets),
+                    }
+                }
+                Err(e) => {
+                    if may_fetch {
+                        self.confirm_claims_only(plan).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Ok((plan, result))
+    }
+
     /// Plans `n` addresses of `family`: affine blocks, then new blocks, then borrowing.
-    #[allow(clippy::too_many_arguments)]
     async fn plan_family(
         &self,
         snap: &Snapshot,
-        family: IpFamily,
-        n: usize,
-        pools: &[&Pool],
+        want: &Want<'_>,
         handle: &str,
         attrs: &Attrs,
         plan: &mut Plan,
     ) -> Result<Vec<IpAddr>> {
+        let Want { family, n, pools, may_fetch } = *want;
         let node = self.node.as_str();
         let in_pools = |cidr: IpNet| pools.iter().any(|p| p.owns_block(cidr));
         let mut out = Vec::with_capacity(n);
@@ -221,7 +299,7 @@ impl Allocator {
 
         let limit = snap.config.effective_max_blocks_per_host();
         let mut limit_hit = false;
-        if out.len() < n && snap.config.auto_allocate_blocks {
+        if out.len() < n && snap.config.auto_allocate_blocks && may_fetch {
             for aff in blockless {
                 if out.len() >= n {
                     break;
@@ -265,7 +343,7 @@ impl Allocator {
             }
         }
 
-        if out.len() < n && !snap.config.strict_affinity {
+        if out.len() < n && !snap.config.strict_affinity && may_fetch {
             let got = self.borrow(family, n - out.len(), pools, handle, attrs, plan).await?;
             out.extend(got);
         }
@@ -329,14 +407,16 @@ impl Allocator {
         Ok(out)
     }
 
-    /// Writes the plan in one transaction; `false` when a compared key changed meanwhile.
+    /// Writes the plan in one transaction. With a `guess` (conditions saying the snapshot is
+    /// still true, and the reads that made it), the transaction reads afresh when it is not.
     pub(super) async fn commit(
         &self,
         snap: &Snapshot,
         handle: &str,
         plan: Plan,
         also: Vec<Op>,
-    ) -> Result<bool> {
+        guess: Option<(Vec<Cmp>, &[Read])>,
+    ) -> Result<Committed> {
         let handle_key = self.keys.handle(handle);
         let (mut record, handle_rev) = match &snap.handle {
             Some(h) => (h.handle.clone(), h.mod_revision),
@@ -354,17 +434,40 @@ impl Allocator {
         record.deleted = false;
         cmps.push(unchanged(&handle_key, handle_rev));
         ops.push(put_json(&handle_key, &record)?);
+        // The memo follows the IPAM writes (not the caller's records).
+        let ipam_ops = ops.clone();
         ops.extend(also);
-        let out = self
-            .client
-            .txn(cmps, ops)
-            .await
-            .map_err(|e| IpamError::store("write allocation", e))?;
-        if !out.succeeded {
-            let changed: Vec<&str> = out.current.iter().map(|kv| kv.key.as_str()).collect();
-            tracing::debug!(?changed, "allocation lost a race; retrying");
+        let (succeeded, revision, read) = if let Some((guards, reads)) = guess {
+            cmps.extend(guards);
+            let out = self
+                .client
+                .txn_or_read(cmps, ops, reads)
+                .await
+                .map_err(|e| IpamError::store("write allocation", e))?;
+            (out.succeeded, out.revision, Some(out.listings))
+        } else {
+            let out = self
+                .client
+                .txn(cmps, ops)
+                .await
+                .map_err(|e| IpamError::store("write allocation", e))?;
+            if !out.succeeded {
+                let changed: Vec<&str> = out.current.iter().map(|kv| kv.key.as_str()).collect();
+                tracing::debug!(?changed, "allocation lost a race; retrying");
+            }
+            (out.succeeded, out.revision, None)
+        };
+        if succeeded {
+            self.memo.remember_writes(&self.node, &ipam_ops, revision);
+            return Ok(Committed::Done);
         }
-        Ok(out.succeeded)
+        Ok(match read {
+            Some(listings) => {
+                tracing::debug!("the IPAM memo was stale; planning on what etcd holds");
+                Committed::LostWith(listings)
+            }
+            None => Committed::Lost,
+        })
     }
 
     /// After a failed request, still confirm the blocks it claimed (best effort): they are
@@ -390,8 +493,8 @@ impl Allocator {
             if attempt > 0 {
                 backoff(attempt - 1).await;
             }
-            let snap =
-                snapshot::read(&self.client, &self.keys, &self.node, &[], handle, &[]).await?;
+            let r = snapshot::reads(&self.keys, &self.node, &[], handle, &[]);
+            let (snap, _) = snapshot::read(&self.client, &self.keys, &r).await?;
             let mut cidrs = Vec::with_capacity(ips.len());
             for ip in ips {
                 let pool = pool::containing(&snap.pools, *ip)
@@ -453,7 +556,8 @@ impl Allocator {
                 self.confirm_claims_only(plan).await;
                 continue;
             }
-            if self.commit(&snap, handle, plan, Vec::new()).await? {
+            if matches!(self.commit(&snap, handle, plan, Vec::new(), None).await?, Committed::Done)
+            {
                 tracing::debug!(?ips, handle, "assigned requested addresses");
                 return Ok(ips.iter().copied().map(host_net).collect());
             }

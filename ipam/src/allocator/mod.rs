@@ -6,11 +6,13 @@
 //! IPAM config, the pools, this node, its affinities, the handle and the blocks it held last
 //! time; one more `get_many` only for affine blocks not read yet; one transaction that writes
 //! block and handle together. No crash can leave a handle without its allocation or the other
-//! way round.
+//! way round. With a memo of the last read, the first attempt plans on the memo and its one
+//! transaction also checks the memo is still true (reading the truth when it is not).
 
 mod assign;
 mod claim;
 mod hint;
+mod memo;
 mod release;
 mod snapshot;
 
@@ -77,6 +79,10 @@ pub struct AllocatorOptions {
     /// Where the blocks this node was affine to at its last write are kept between
     /// processes (a CNI plugin is a new process each time); `None` keeps them in memory only.
     pub hint_file: Option<PathBuf>,
+    /// Where what the last read found (and this node's writes since) is kept between
+    /// processes, so an assign can plan without reading and commit in one round trip (see
+    /// `memo`); `None` keeps it in memory only.
+    pub memo_file: Option<PathBuf>,
 }
 
 impl Default for AllocatorOptions {
@@ -90,6 +96,7 @@ impl Default for AllocatorOptions {
             probe_batches_before_list: 2,
             max_leaps: 10,
             hint_file: None,
+            memo_file: None,
         }
     }
 }
@@ -193,6 +200,8 @@ pub struct Allocator {
     /// Blocks this node was affine to at its last write: read in the first round trip next
     /// time, which saves the second one.
     hint: hint::Hint,
+    /// What etcd held at the last read, for planning the next assign without one.
+    memo: memo::Memo,
 }
 
 impl Allocator {
@@ -213,6 +222,7 @@ impl Allocator {
         }
         Ok(Allocator {
             hint: hint::Hint::new(opts.hint_file.clone()),
+            memo: memo::Memo::new(opts.memo_file.clone()),
             client,
             keys,
             node,

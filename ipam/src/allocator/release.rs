@@ -100,12 +100,15 @@ impl Allocator {
                 cmps.push(unchanged(&sb.key, sb.mod_revision));
                 ops.push(block_write(&sb.key, &block)?);
             }
+            let written = ops.clone();
             let out = self
                 .client
                 .txn(cmps, ops)
                 .await
                 .map_err(|e| IpamError::store("write release", e))?;
             if out.succeeded {
+                // The next assign on this host plans on the block as it is now.
+                self.memo.remember_writes(&self.node, &written, out.revision);
                 tracing::debug!(handle, ?freed, "released handle");
                 return Ok(freed);
             }

@@ -33,41 +33,74 @@ pub(super) struct Snapshot {
     pub affine: BTreeMap<IpFamily, Vec<Affine>>,
 }
 
-/// Reads what an assign needs. `hint` names blocks expected to be affine, read in the first
+/// The reads of one snapshot, in the order [`decode`] expects their listings.
+#[derive(Debug, Clone)]
+pub(super) struct ReadSet {
+    pub reads: Vec<Read>,
+    /// The handle's key: the request's own, never worth remembering.
+    pub handle_key: String,
+    families: Vec<IpFamily>,
+    hinted: Vec<IpNet>,
+}
+
+#[cfg(test)]
+impl ReadSet {
+    pub(super) fn for_test(reads: Vec<Read>, handle_key: &str) -> Self {
+        ReadSet {
+            reads,
+            handle_key: handle_key.to_string(),
+            families: Vec::new(),
+            hinted: Vec::new(),
+        }
+    }
+}
+
+/// What an assign reads first. `hint` names blocks expected to be affine, read in the same
 /// round trip; affine blocks outside the hint cost one more.
-pub(super) async fn read(
-    client: &Client,
+pub(super) fn reads(
     keys: &KeyLayout,
     node: &str,
     families: &[IpFamily],
     handle: &str,
     hint: &[IpNet],
-) -> Result<Snapshot> {
+) -> ReadSet {
+    let handle_key = keys.handle(handle);
     let mut reads = vec![
         Read::Key(keys.ipam_config()),
         Read::Prefix(keys.resources_prefix(Kind::IpPool)),
         Read::Key(keys.resource(Kind::Node, None, node)),
-        Read::Key(keys.handle(handle)),
+        Read::Key(handle_key.clone()),
     ];
-    let fixed = reads.len() + families.len();
     reads.extend(families.iter().map(|f| Read::Prefix(keys.host_affinities_prefix(node, *f))));
     let hinted: Vec<IpNet> =
         hint.iter().copied().filter(|c| families.contains(&IpFamily::of_net(c))).collect();
     reads.extend(hinted.iter().map(|c| Read::Key(keys.block(*c))));
-    let listings =
-        client.get_many(&reads).await.map_err(|e| IpamError::store("read IPAM state", e))?;
+    ReadSet { reads, handle_key, families: families.to_vec(), hinted }
+}
 
-    let config = decode_config(keys, first(&listings, 0))?;
+/// A snapshot whose affine blocks outside the hint are still to be read.
+#[derive(Debug)]
+pub(super) struct Partial {
+    snap: Snapshot,
+    affinities: BTreeMap<IpFamily, Vec<StoredAffinity>>,
+    blocks: BTreeMap<IpNet, StoredBlock>,
+    /// Affine blocks the first reads did not cover.
+    pub missing: Vec<IpNet>,
+}
+
+/// Decodes the listings of `r` (one per read, in order).
+pub(super) fn decode(keys: &KeyLayout, r: &ReadSet, listings: &[Listing]) -> Result<Partial> {
+    let config = decode_config(keys, first(listings, 0))?;
     let pools = decode_pools(listings.get(1).map_or(&[][..], |l| &l.kvs));
-    let node_labels = first(&listings, 2).map(node_labels).unwrap_or_default();
-    let handle = match first(&listings, 3).map(|kv| (kv, decode_handle(keys, kv))) {
+    let node_labels = first(listings, 2).map(node_labels).unwrap_or_default();
+    let handle = match first(listings, 3).map(|kv| (kv, decode_handle(keys, kv))) {
         Some((_, Some(Ok(h)))) => Some(h),
         Some((kv, Some(Err(reason)))) => {
             return Err(IpamError::CorruptRecord { key: kv.key.clone(), reason });
         }
         _ => None,
     };
-
+    let fixed = 4 + r.families.len();
     let mut blocks: BTreeMap<IpNet, StoredBlock> = BTreeMap::new();
     for listing in listings.iter().skip(fixed) {
         for kv in &listing.kvs {
@@ -76,11 +109,11 @@ pub(super) async fn read(
             }
         }
     }
-    let hinted: BTreeSet<IpNet> = hinted.into_iter().collect();
-    let mut affine: BTreeMap<IpFamily, Vec<StoredAffinity>> = BTreeMap::new();
-    for (i, family) in families.iter().enumerate() {
+    let hinted: BTreeSet<IpNet> = r.hinted.iter().copied().collect();
+    let mut affinities: BTreeMap<IpFamily, Vec<StoredAffinity>> = BTreeMap::new();
+    for (i, family) in r.families.iter().enumerate() {
         let listing = listings.get(4 + i).map_or(&[][..], |l| &l.kvs[..]);
-        let affs = affine.entry(*family).or_default();
+        let affs = affinities.entry(*family).or_default();
         for kv in listing {
             match decode_affinity(keys, kv) {
                 Some(Ok(a)) => affs.push(a),
@@ -91,30 +124,59 @@ pub(super) async fn read(
             }
         }
     }
-    // Second round trip only for affine blocks the hint did not cover.
     let missing: Vec<IpNet> =
-        affine.values().flatten().map(|a| a.cidr).filter(|c| !hinted.contains(c)).collect();
-    if !missing.is_empty() {
-        let reads: Vec<Read> = missing.iter().map(|c| Read::Key(keys.block(*c))).collect();
-        let listings =
-            client.get_many(&reads).await.map_err(|e| IpamError::store("read affine blocks", e))?;
-        for kv in listings.iter().flat_map(|l| &l.kvs) {
-            if let Some(sb) = decode_block(keys, kv) {
-                blocks.insert(sb.cidr, sb);
+        affinities.values().flatten().map(|a| a.cidr).filter(|c| !hinted.contains(c)).collect();
+    let snap = Snapshot { config, pools, node_labels, handle, affine: BTreeMap::new() };
+    Ok(Partial { snap, affinities, blocks, missing })
+}
+
+impl Partial {
+    /// The snapshot, once every affine block is known (`missing` read or empty).
+    pub(super) fn finish(mut self) -> Snapshot {
+        let blocks = self.blocks;
+        self.snap.affine = self
+            .affinities
+            .into_iter()
+            .map(|(family, affs)| {
+                let list = affs
+                    .into_iter()
+                    .map(|aff| Affine { block: blocks.get(&aff.cidr).cloned(), aff })
+                    .collect();
+                (family, list)
+            })
+            .collect();
+        self.snap
+    }
+
+    /// ReadSet the affine blocks the first reads missed (a second round trip, when any).
+    pub(super) async fn complete(mut self, client: &Client, keys: &KeyLayout) -> Result<Snapshot> {
+        if !self.missing.is_empty() {
+            let reads: Vec<Read> = self.missing.iter().map(|c| Read::Key(keys.block(*c))).collect();
+            let listings = client
+                .get_many(&reads)
+                .await
+                .map_err(|e| IpamError::store("read affine blocks", e))?;
+            for kv in listings.iter().flat_map(|l| &l.kvs) {
+                if let Some(sb) = decode_block(keys, kv) {
+                    self.blocks.insert(sb.cidr, sb);
+                }
             }
         }
+        Ok(self.finish())
     }
-    let affine = affine
-        .into_iter()
-        .map(|(family, affs)| {
-            let list = affs
-                .into_iter()
-                .map(|aff| Affine { block: blocks.get(&aff.cidr).cloned(), aff })
-                .collect();
-            (family, list)
-        })
-        .collect();
-    Ok(Snapshot { config, pools, node_labels, handle, affine })
+}
+
+/// ReadSet what an assign needs (see [`reads`]); also returns the first round trip's
+/// listings, for the memo.
+pub(super) async fn read(
+    client: &Client,
+    keys: &KeyLayout,
+    r: &ReadSet,
+) -> Result<(Snapshot, Vec<Listing>)> {
+    let listings =
+        client.get_many(&r.reads).await.map_err(|e| IpamError::store("read IPAM state", e))?;
+    let snap = decode(keys, r, &listings)?.complete(client, keys).await?;
+    Ok((snap, listings))
 }
 
 fn first(listings: &[Listing], i: usize) -> Option<&Kv> {
