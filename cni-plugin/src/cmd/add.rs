@@ -82,9 +82,11 @@ pub async fn add(
         }
     };
     let ipam = async {
-        let done = tokio::join!(backend.add(&req), prefetch);
+        // The prefetch is polled first: its request opens the connection to etcd, which then
+        // comes up while IPAM plans (see the in-process backend's yield).
+        let (facts, assigned) = tokio::join!(prefetch, backend.add(&req));
         drop(ipam_done);
-        done
+        (assigned, facts)
     };
     let (early, (assigned, facts)) = tokio::join!(early, ipam);
     // A delegate may keep half an allocation (the spec asks for a DEL); an in-process

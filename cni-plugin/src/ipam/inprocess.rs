@@ -186,6 +186,10 @@ impl InProcess {
         self.session
             .bounded("assign addresses", async {
                 let allocator = self.allocator().await?;
+                // Planning (often on the memo alone) is CPU work that does not yield: let the
+                // ADD's other etcd request go out first, so the connection to etcd (made on
+                // the first request) is set up by etcd while this process plans.
+                tokio::task::yield_now().await;
                 if requested.is_empty() {
                     let assign = AssignRequest {
                         handle: handle.clone(),
