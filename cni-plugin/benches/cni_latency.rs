@@ -22,6 +22,7 @@ use testkit::bench::{metric, millis, percentile};
 use testkit::{Etcd, Netns};
 
 const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
+const REFERENCE_DIR: &str = "/usr/lib/cni";
 
 /// How `path` is linked, from its ELF program headers: a `PT_INTERP` entry means the
 /// dynamic loader runs on every exec.
@@ -44,7 +45,6 @@ fn linkage(path: &Path) -> &'static str {
         "statically linked"
     }
 }
-const REFERENCE_DIR: &str = "/usr/lib/cni";
 
 struct Args {
     runs: usize,

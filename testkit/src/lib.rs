@@ -37,8 +37,9 @@ pub fn require_root() {
 pub const PLUGIN_DIR_ENV: &str = "TABBY_PLUGIN_DIR";
 
 /// The plugin `name` (`tabby`, `tabby-ipam`): from [`PLUGIN_DIR_ENV`] when set, else
-/// `built` (the caller's `env!("CARGO_BIN_EXE_<name>")`, or where its binaries are). Panics when the named directory
-/// lacks it: a run meant for the shipped binaries must not quietly test others.
+/// `built` (the caller's `env!("CARGO_BIN_EXE_<name>")`, or where its binaries are). Panics
+/// when the named directory lacks it: a run meant for the shipped binaries must not quietly
+/// test others.
 pub fn plugin(name: &str, built: impl AsRef<std::path::Path>) -> std::path::PathBuf {
     let Some(dir) = std::env::var_os(PLUGIN_DIR_ENV) else {
         return built.as_ref().to_path_buf();

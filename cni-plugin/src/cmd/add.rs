@@ -182,7 +182,7 @@ pub async fn add(
 enum Early {
     /// Made, not configured: IPAM finished without announcing a plan (a delegate plugin).
     Made(Netns, dataplane::Created),
-    /// Configured with `addresses` (or failed to be, and then removed) at `mtu`.
+    /// Configured with `addresses` at the first MTU (or failed to be, and then removed).
     Configured { container: Netns, result: Result<Attached, Error>, addresses: Vec<IpAddr> },
 }
 
@@ -290,8 +290,9 @@ impl Early {
 }
 
 /// The workload endpoint as records for the allocator's transaction: written with the
-/// addresses, or not at all; the planned addresses are also announced on `planned`. `None` when the record cannot be encoded (the endpoint is then
-/// written on its own, which reports the error). The write is unconditional: an endpoint
+/// addresses, or not at all; the planned addresses are also announced on `planned`. `None`
+/// when the record cannot be encoded (the endpoint is then written on its own, which reports
+/// the error). The write is unconditional: an endpoint
 /// already at this key can only be a stale one of this same attachment.
 fn endpoint_with_allocation(
     plan: &EndpointPlan,

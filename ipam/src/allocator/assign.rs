@@ -141,16 +141,14 @@ impl Allocator {
             let (snap, plan, result, guess) = if let Some((snap, plan, result, cmps)) = guessed {
                 (snap, plan, result, Some(cmps))
             } else {
-                let snap = if let Some(listings) = fresh_listings {
-                    self.memo.remember_reads(&self.node, &r, &listings);
-                    snapshot::decode(&self.keys, &r, &listings)?
-                        .complete(&self.client, &self.keys)
-                        .await?
-                } else {
-                    let (snap, listings) = snapshot::read(&self.client, &self.keys, &r).await?;
-                    self.memo.remember_reads(&self.node, &r, &listings);
-                    snap
+                let listings = match fresh_listings {
+                    Some(listings) => listings,
+                    None => r.fetch(&self.client).await?,
                 };
+                self.memo.remember_reads(&self.node, &r, &listings);
+                let snap = snapshot::decode(&self.keys, &r, &listings)?
+                    .complete(&self.client, &self.keys)
+                    .await?;
                 let (plan, result) = self.plan_request(req, attrs, &snap, &families, true).await?;
                 (snap, plan, result, None)
             };
@@ -494,7 +492,7 @@ impl Allocator {
                 backoff(attempt - 1).await;
             }
             let r = snapshot::reads(&self.keys, &self.node, &[], handle, &[]);
-            let (snap, _) = snapshot::read(&self.client, &self.keys, &r).await?;
+            let snap = snapshot::read(&self.client, &self.keys, &r).await?;
             let mut cidrs = Vec::with_capacity(ips.len());
             for ip in ips {
                 let pool = pool::containing(&snap.pools, *ip)

@@ -118,18 +118,14 @@ impl Memo {
                     }
                     Read::Prefix(prefix) => {
                         let revision = *known.prefixes.get(prefix)?;
-                        let kvs: Vec<Kv> = known
-                            .kvs
-                            .range(prefix.clone()..)
-                            .take_while(|(k, _)| k.starts_with(prefix.as_str()))
-                            .map(|(k, e)| Known::kv(k, e))
-                            .collect();
+                        let mut kvs = Vec::new();
                         for (key, e) in known
                             .kvs
                             .range(prefix.clone()..)
                             .take_while(|(k, _)| k.starts_with(prefix.as_str()))
                         {
                             cmps.push(guard(key, e));
+                            kvs.push(Known::kv(key, e));
                         }
                         cmps.push(Cmp::NothingNewerUnder { prefix: prefix.clone(), revision });
                         kvs

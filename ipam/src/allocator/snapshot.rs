@@ -148,7 +148,7 @@ impl Partial {
         self.snap
     }
 
-    /// ReadSet the affine blocks the first reads missed (a second round trip, when any).
+    /// Reads the affine blocks the first reads missed (a second round trip, when any).
     pub(super) async fn complete(mut self, client: &Client, keys: &KeyLayout) -> Result<Snapshot> {
         if !self.missing.is_empty() {
             let reads: Vec<Read> = self.missing.iter().map(|c| Read::Key(keys.block(*c))).collect();
@@ -166,17 +166,17 @@ impl Partial {
     }
 }
 
-/// ReadSet what an assign needs (see [`reads`]); also returns the first round trip's
-/// listings, for the memo.
-pub(super) async fn read(
-    client: &Client,
-    keys: &KeyLayout,
-    r: &ReadSet,
-) -> Result<(Snapshot, Vec<Listing>)> {
-    let listings =
-        client.get_many(&r.reads).await.map_err(|e| IpamError::store("read IPAM state", e))?;
-    let snap = decode(keys, r, &listings)?.complete(client, keys).await?;
-    Ok((snap, listings))
+impl ReadSet {
+    /// Performs the reads: one round trip, one listing per read.
+    pub(super) async fn fetch(&self, client: &Client) -> Result<Vec<Listing>> {
+        client.get_many(&self.reads).await.map_err(|e| IpamError::store("read IPAM state", e))
+    }
+}
+
+/// Reads what an assign needs (see [`reads`]).
+pub(super) async fn read(client: &Client, keys: &KeyLayout, r: &ReadSet) -> Result<Snapshot> {
+    let listings = r.fetch(client).await?;
+    decode(keys, r, &listings)?.complete(client, keys).await
 }
 
 fn first(listings: &[Listing], i: usize) -> Option<&Kv> {
