@@ -24,8 +24,8 @@ use testkit::{Etcd, Netns};
 const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
 const REFERENCE_DIR: &str = "/usr/lib/cni";
 
-/// How `path` is linked, from its ELF program headers: a `PT_INTERP` entry means the
-/// dynamic loader runs on every exec.
+/// How `path` is linked, from its ELF header and program headers: a `PT_INTERP` entry means
+/// the dynamic loader runs on every exec.
 fn linkage(path: &Path) -> &'static str {
     const PT_INTERP: u32 = 3;
     let Ok(elf) = std::fs::read(path) else { return "unreadable" };
@@ -39,10 +39,12 @@ fn linkage(path: &Path) -> &'static str {
     let interp = (0..usize::from(count))
         .filter_map(|i| usize::try_from(phoff).ok().map(|o| o + i * usize::from(size)))
         .any(|o| u32_at(o) == Some(PT_INTERP));
-    if interp {
-        "dynamically linked"
-    } else {
-        "statically linked"
+    // ET_EXEC: fixed addresses, so nothing is relocated at start either.
+    const ET_EXEC: u16 = 2;
+    match (interp, u16_at(0x10) == Some(ET_EXEC)) {
+        (true, _) => "dynamically linked",
+        (false, true) => "statically linked, not position-independent",
+        (false, false) => "statically linked, position-independent (relocated at start)",
     }
 }
 

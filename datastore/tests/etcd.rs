@@ -130,6 +130,38 @@ async fn delete_honours_the_expected_revision() {
 }
 
 #[tokio::test]
+async fn put_if_absent_creates_a_default_once_and_never_replaces_a_value() {
+    let client = connect(Etcd::shared()).await;
+    let p = prefix();
+    let (dflt, other) = (format!("{p}profile"), format!("{p}endpoint"));
+    let ops = |n: &str| {
+        vec![
+            Op::Put { key: other.clone(), value: n.as_bytes().to_vec(), lease: None },
+            Op::PutIfAbsent { key: dflt.clone(), value: format!("default {n}").into_bytes() },
+        ]
+    };
+    // Absent: created with the rest of the transaction.
+    let first = client.txn(vec![], ops("1")).await.unwrap();
+    assert!(first.succeeded);
+    let stored = client.get(&dflt).await.unwrap().unwrap();
+    assert_eq!((stored.value.as_slice(), stored.mod_revision), (&b"default 1"[..], first.revision));
+
+    // Present (here: replaced by an operator): left alone, and the transaction still applies.
+    client.update(&dflt, "operator's", stored.mod_revision).await.unwrap();
+    let second = client.txn(vec![], ops("2")).await.unwrap();
+    assert!(second.succeeded);
+    assert_eq!(client.get(&dflt).await.unwrap().unwrap().value, b"operator's");
+    assert_eq!(client.get(&other).await.unwrap().unwrap().value, b"2");
+
+    // A failed condition writes neither.
+    client.delete(&dflt, None).await.unwrap();
+    let failed = client.txn(vec![Cmp::Absent(other.clone())], ops("3")).await.unwrap();
+    assert!(!failed.succeeded);
+    assert_eq!(client.get(&dflt).await.unwrap(), None);
+    assert_eq!(client.get(&other).await.unwrap().unwrap().value, b"2");
+}
+
+#[tokio::test]
 async fn txn_applies_all_or_nothing() {
     let client = connect(Etcd::shared()).await;
     let p = prefix();
@@ -438,6 +470,13 @@ async fn tls_needs_a_client_certificate_signed_by_the_ca() {
     let client = Client::connect(&good).await.expect("TLS with a good client certificate");
     client.create("/tls/k", "v").await.unwrap();
     assert_eq!(client.get("/tls/k").await.unwrap().unwrap().value, b"v");
+    // The CNI plugin's kind of client: the same files, the handshake on the first request.
+    let lazy = Client::connect_unprobed(&good).await.unwrap();
+    assert_eq!(lazy.get("/tls/k").await.unwrap().unwrap().value, b"v");
+    let anonymous = EtcdConfig { cert_file: None, key_file: None, ..good.clone() };
+    let lazy = Client::connect_unprobed(&anonymous).await.unwrap();
+    let err = lazy.get("/tls/k").await.unwrap_err();
+    assert!(matches!(err, Error::Unavailable { .. } | Error::Tls { .. }), "{err:?}");
 
     let refused = |result: Result<Client, Error>, what: &str| match result {
         Err(e @ (Error::Unavailable { .. } | Error::Tls { .. })) => e,
@@ -501,6 +540,32 @@ async fn unreachable_endpoint_fails_within_the_connect_timeout() {
         started.elapsed()
     );
     assert!(err.is_retryable(), "{err:?}");
+}
+
+#[tokio::test]
+async fn an_unprobed_client_learns_of_a_refused_endpoint_on_its_first_request() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead = format!("http://127.0.0.1:{port}");
+    let timeout = Duration::from_secs(5);
+
+    // Alone: the first request fails at once (not after the timeout), retryable, naming it.
+    let config = EtcdConfig { connect_timeout: timeout, ..EtcdConfig::new(vec![dead.clone()]) };
+    let client = Client::connect_unprobed(&config).await.expect("no connection is made yet");
+    let started = Instant::now();
+    let err = client.get("/anything").await.unwrap_err();
+    assert!(started.elapsed() < timeout / 2, "took {:?}", started.elapsed());
+    assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
+    assert!(err.to_string().contains(&port.to_string()), "error does not name the endpoint: {err}");
+
+    // Before a live one: even a write (never resent once sent) goes to the live endpoint,
+    // because the refused one provably never received it.
+    let etcd = Etcd::shared();
+    let config =
+        EtcdConfig { connect_timeout: timeout, ..EtcdConfig::new(vec![dead, etcd.endpoint()]) };
+    let client = Client::connect_unprobed(&config).await.unwrap();
+    let key = format!("{}k", prefix());
+    client.create(&key, "v").await.expect("the write reaches the live endpoint");
+    assert_eq!(connect(etcd).await.get(&key).await.unwrap().unwrap().value, b"v");
 }
 
 #[tokio::test]

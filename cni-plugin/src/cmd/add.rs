@@ -47,6 +47,9 @@ pub async fn add(
         .and_then(|p| endpoint_with_allocation(p, &host_ifname, &mac_text, planned_tx));
     let mut req = IpamRequest::of(inv);
     req.also_write = also_write.as_ref();
+    // The allocator's transaction then carries the endpoint and the profile, and the IPAM
+    // result names the pools: there is nothing left to read beforehand.
+    let needs_prefetch = !backend.writes_records(&req);
 
     // The MTU may still change once the pool is known; changing it later costs two netlink
     // requests, waiting for it would cost the overlap.
@@ -68,9 +71,10 @@ pub async fn add(
     };
     let (ipam_done, ipam_running) = tokio::sync::oneshot::channel::<()>();
     let early = configure_when_planned(pair, planned_rx, ipam_running, first_mtu, started);
-    // The pools (for the MTU) and the profile's existence are read while IPAM works.
+    // Otherwise the pools (for the MTU) and the profile's existence are read while IPAM
+    // works.
     let prefetch = async {
-        let (Some(s), Some(plan)) = (session, plan.as_ref()) else {
+        let (Some(s), Some(plan), true) = (session, plan.as_ref(), needs_prefetch) else {
             return Prefetched::default();
         };
         match s.bounded("read pools", endpoint::prefetch(s, Some(&plan.profile_key))).await {
@@ -112,7 +116,14 @@ pub async fn add(
             return Err(e);
         }
     };
-    let (assigned, endpoint_written) = assigned;
+    let endpoint_written = assigned.records_written;
+    let facts = match assigned.pools {
+        // Written with the endpoint: the profile exists now, whoever made it.
+        Some(pools) if endpoint_written => Prefetched { profile_exists: Some(true), pools },
+        Some(pools) => Prefetched { pools, ..facts },
+        None => facts,
+    };
+    let assigned = assigned.result;
     let addresses: Vec<IpAddr> = assigned.ips.iter().map(|ip| ip.address.addr()).collect();
     tracing::debug!(?addresses, elapsed = ?started.elapsed(), "IPAM assigned, veth created");
     if addresses.is_empty() {
@@ -290,10 +301,11 @@ impl Early {
 }
 
 /// The workload endpoint as records for the allocator's transaction: written with the
-/// addresses, or not at all; the planned addresses are also announced on `planned`. `None`
-/// when the record cannot be encoded (the endpoint is then written on its own, which reports
-/// the error). The write is unconditional: an endpoint
-/// already at this key can only be a stale one of this same attachment.
+/// addresses, or not at all, with the network's default profile where it is missing; the
+/// planned addresses are also announced on `planned`. `None` when a record cannot be encoded
+/// (the endpoint is then written on its own, which reports the error). The endpoint write is
+/// unconditional: an endpoint already at this key can only be a stale one of this same
+/// attachment.
 fn endpoint_with_allocation(
     plan: &EndpointPlan,
     host_ifname: &str,
@@ -301,8 +313,10 @@ fn endpoint_with_allocation(
     planned: tokio::sync::watch::Sender<Option<Vec<IpAddr>>>,
 ) -> Option<ipam::AlsoWrite> {
     plan.record(&[], host_ifname, mac).to_json().ok()?;
+    let profile = datastore::model::Profile::classic_default(&plan.profile).to_json().ok()?;
+    let profile_key = plan.profile_key.clone();
     let (plan, host_ifname, mac) = (plan.clone(), host_ifname.to_owned(), mac.to_owned());
-    Some(ipam::AlsoWrite::new(move |assigned| {
+    let records = ipam::AlsoWrite::new(move |assigned| {
         let nets: Vec<IpNet> = assigned.all().collect();
         // Called as the transaction is built: the pair can be configured meanwhile.
         planned.send_replace(Some(nets.iter().map(IpNet::addr).collect()));
@@ -313,7 +327,8 @@ fn endpoint_with_allocation(
                 Vec::new()
             }
         }
-    }))
+    });
+    Some(records.with_default(profile_key, profile))
 }
 
 /// Best-effort removal of the workload endpoint during rollback, when one may have been

@@ -4,6 +4,7 @@
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+use ipam::pool::Pool;
 use ipam::{attr, Allocator, AllocatorOptions, AssignRequest, Attrs, IpamError};
 use ipnet::IpNet;
 use serde_json::Value;
@@ -167,12 +168,16 @@ impl InProcess {
     /// Assigns the attachment's addresses: exactly the requested ones when the runtime
     /// asked for specific addresses, else one per enabled family. All or nothing.
     pub async fn add(&self, req: &IpamRequest<'_>) -> Result<Vec<IpNet>, Error> {
-        self.add_with(req).await.map(|(nets, _)| nets)
+        self.add_with(req).await.map(|(nets, _, _)| nets)
     }
 
     /// [`InProcess::add`], also writing `req.also_write` in the allocation's transaction when
-    /// the allocator picks the addresses; the flag says whether it did.
-    pub async fn add_with(&self, req: &IpamRequest<'_>) -> Result<(Vec<IpNet>, bool), Error> {
+    /// the allocator picks the addresses; the flag says whether it did, and then the pools
+    /// the addresses came from are known too.
+    pub async fn add_with(
+        &self,
+        req: &IpamRequest<'_>,
+    ) -> Result<(Vec<IpNet>, bool, Option<Vec<Pool>>), Error> {
         let handle = self.handle(req.container_id.as_str(), req.ifname.as_str());
         let mut attrs = Attrs::from([
             (attr::CONTAINER_ID.to_owned(), req.container_id.to_string()),
@@ -188,7 +193,8 @@ impl InProcess {
                 let allocator = self.allocator().await?;
                 // Planning (often on the memo alone) is CPU work that does not yield: let the
                 // ADD's other etcd request go out first, so the connection to etcd (made on
-                // the first request) is set up by etcd while this process plans.
+                // the first request) is set up by etcd while this process plans. (There is
+                // none when the endpoint rides in the allocation.)
                 tokio::task::yield_now().await;
                 if requested.is_empty() {
                     let assign = AssignRequest {
@@ -203,12 +209,12 @@ impl InProcess {
                     let got = Box::pin(allocator.assign(&assign))
                         .await
                         .map_err(|e| ipam_error("assign", &e))?;
-                    Ok((got.all().collect(), req.also_write.is_some()))
+                    Ok((got.all().collect(), req.also_write.is_some(), Some(got.pools)))
                 } else {
                     tracing::debug!(?requested, "assigning requested addresses");
                     Box::pin(allocator.assign_ips(&requested, &handle, &attrs))
                         .await
-                        .map(|nets| (nets, false))
+                        .map(|nets| (nets, false, None))
                         .map_err(|e| ipam_error("assign requested addresses", &e))
                 }
             })

@@ -46,6 +46,17 @@ impl<'a> IpamRequest<'a> {
     }
 }
 
+/// What [`Backend::add`] got.
+#[derive(Debug)]
+pub struct Assigned {
+    pub result: CniResult,
+    /// Whether the request's `also_write` records were written with the addresses.
+    pub records_written: bool,
+    /// The pools the addresses came from, when the backend knows them (the in-process
+    /// allocator, when it chose them).
+    pub pools: Option<Vec<ipam::pool::Pool>>,
+}
+
 /// An address manager for CNI attachments.
 #[derive(Debug)]
 pub enum Backend {
@@ -78,20 +89,30 @@ impl Backend {
         Ok(Some(Backend::InProcess(Box::new(InProcess::new(parsed, session.clone(), &conf.name)))))
     }
 
-    /// Assigns the attachment's addresses. The result's `ips` carry the addresses (as the
-    /// delegate gave them, or /32 and /128 from the allocator); the flag says whether the
-    /// request's `also_write` records were written with them.
-    pub async fn add(&self, req: &IpamRequest<'_>) -> Result<(CniResult, bool), Error> {
+    /// Whether [`Backend::add`] will write `req.also_write` with the addresses and report
+    /// their pools: the in-process allocator choosing the addresses itself.
+    pub fn writes_records(&self, req: &IpamRequest<'_>) -> bool {
+        matches!(self, Backend::InProcess(_))
+            && req.also_write.is_some()
+            && inprocess::requested_ips(req).is_empty()
+    }
+
+    /// Assigns the attachment's addresses: `ips` as the delegate gave them, or /32 and /128
+    /// from the allocator.
+    pub async fn add(&self, req: &IpamRequest<'_>) -> Result<Assigned, Error> {
         match self {
-            Backend::Delegate(d) => d.add(req).map(|result| (result, false)),
+            Backend::Delegate(d) => {
+                d.add(req).map(|result| Assigned { result, records_written: false, pools: None })
+            }
             Backend::InProcess(p) => {
-                let (nets, wrote) = p.add_with(req).await?;
+                let (nets, records_written, pools) = p.add_with(req).await?;
                 let ips = nets.into_iter().map(|address| IpConfig {
                     address,
                     gateway: None,
                     interface: None,
                 });
-                Ok((CniResult { ips: ips.collect(), ..CniResult::default() }, wrote))
+                let result = CniResult { ips: ips.collect(), ..CniResult::default() };
+                Ok(Assigned { result, records_written, pools })
             }
         }
     }

@@ -2,7 +2,7 @@
 //! tells "nothing listens there" apart from "etcd does not answer".
 
 use std::path::Path;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use etcd_client::{Certificate, Identity, TlsOptions};
 
@@ -40,6 +40,32 @@ fn read_pem(path: &Path, label: &str) -> Result<Vec<u8>, Error> {
     } else {
         Err(tls_error(format!("no PEM {label} block found")))
     }
+}
+
+/// A client for one endpoint on a plain channel that connects on its first request, for
+/// callers that make a handful of requests and exit (the CNI plugin).
+///
+/// Unlike the balanced channel `etcd_client::Client::connect` builds (where a request to an
+/// endpoint that refuses connections waits for the timeout), a plain channel fails the
+/// request at once with the connect error: nothing needs probing first, and the first
+/// request's connection is the only one made.
+pub(super) async fn lazy_member(
+    endpoint: &Endpoint,
+    connect_timeout: Duration,
+    keepalive: Duration,
+    tls: Option<TlsOptions>,
+) -> Result<etcd_client::Client, etcd_client::Error> {
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let uri = format!("{scheme}://{}", endpoint.authority);
+    let mut channel = tonic::transport::Endpoint::from_shared(uri)?
+        .connect_timeout(connect_timeout)
+        .http2_keep_alive_interval(keepalive)
+        .keep_alive_timeout(keepalive);
+    if let Some(tls) = tls {
+        channel = channel.tls_config(tls)?;
+    }
+    etcd_client::Client::from_channel(etcd_client::Channel::Tonic(channel.connect_lazy()), None)
+        .await
 }
 
 /// Opens (and drops) a TCP connection to every endpoint at once. Returns the index of the

@@ -102,11 +102,12 @@ impl Client {
         Self::open(config, true).await
     }
 
-    /// Like [`Client::connect`] without the status round trip: refused or unroutable
-    /// endpoints still fail here, but an endpoint that accepts TCP and never answers (or
-    /// refuses our TLS identity) only shows on the first request, as [`Error::Unavailable`]
+    /// Like [`Client::connect`] without probing anything: nothing is dialled until the first
+    /// request, which makes the only connection. An endpoint that refuses connections fails
+    /// that request at once with [`Error::Unavailable`] (and the next endpoint is tried);
+    /// one that never answers, or refuses our TLS identity, shows as [`Error::Unavailable`]
     /// or [`Error::Timeout`]. For short-lived callers whose first request comes at once (the
-    /// CNI plugin), where the probe would be a round trip spent on nothing.
+    /// CNI plugin), where a probe would be a connection and a round trip spent on nothing.
     pub async fn connect_unprobed(config: &EtcdConfig) -> Result<Client, Error> {
         Self::open(config, false).await
     }
@@ -117,27 +118,40 @@ impl Client {
         let deadline = Instant::now() + config.connect_timeout;
         let tls = endpoints[0].tls;
 
+        let tls_options = if tls { Some(connect::tls_options(config)?) } else { None };
         let mut options = ConnectOptions::new()
             .with_connect_timeout(config.connect_timeout)
             .with_keep_alive(KEEPALIVE, KEEPALIVE);
-        if tls {
-            options = options.with_tls(connect::tls_options(config)?);
+        if let Some(tls) = &tls_options {
+            options = options.with_tls(tls.clone());
         }
         let unavailable =
             |reason: String| Error::Unavailable { endpoints: shown.to_string(), reason };
 
-        // Refused or unroutable endpoints fail here fast; gRPC would only time out.
-        let first_open = connect::probe_tcp(&endpoints, deadline).await.map_err(unavailable)?;
+        // Refused or unroutable endpoints fail here fast; on a balanced channel gRPC would
+        // only time out. Plain channels (unprobed) fail their first request instead.
+        let first_open = if probe {
+            connect::probe_tcp(&endpoints, deadline).await.map_err(unavailable)?
+        } else {
+            0
+        };
 
         let mut members = Vec::with_capacity(config.endpoints.len());
-        for url in &config.endpoints {
+        for (url, endpoint) in config.endpoints.iter().zip(&endpoints) {
             let ctx = Context {
                 endpoints: url,
                 op: "connect",
                 after: config.connect_timeout,
                 revision: 0,
             };
-            let connecting = etcd_client::Client::connect([url], Some(options.clone()));
+            let connecting = async {
+                if probe {
+                    etcd_client::Client::connect([url], Some(options.clone())).await
+                } else {
+                    let tls = tls_options.clone();
+                    connect::lazy_member(endpoint, config.connect_timeout, KEEPALIVE, tls).await
+                }
+            };
             let inner = match tokio::time::timeout_at(deadline.into(), connecting).await {
                 Err(_) => {
                     return Err(unavailable(format!(

@@ -150,9 +150,20 @@ pub enum Op {
     Put { key: String, value: Vec<u8>, lease: Option<i64> },
     /// Remove `key` (no error if absent).
     Delete { key: String },
+    /// Store `value` at `key` only if nothing is stored there; a value already there is left
+    /// as it is, and the transaction still succeeds. For defaults that an operator may have
+    /// replaced (a network's profile). Sent as a nested transaction (etcd 3.3 and later).
+    PutIfAbsent { key: String, value: Vec<u8> },
 }
 
 impl Op {
+    /// The key this op writes (or may write).
+    pub fn key(&self) -> &str {
+        match self {
+            Op::Put { key, .. } | Op::Delete { key } | Op::PutIfAbsent { key, .. } => key,
+        }
+    }
+
     pub(crate) fn to_etcd(&self) -> etcd_client::TxnOp {
         use etcd_client::{PutOptions, TxnOp};
         match self {
@@ -162,6 +173,15 @@ impl Op {
                 lease.map(|lease| PutOptions::new().with_lease(lease)),
             ),
             Op::Delete { key } => TxnOp::delete(key.as_str(), None),
+            Op::PutIfAbsent { key, value } => TxnOp::txn(
+                etcd_client::Txn::new()
+                    .when(vec![etcd_client::Compare::create_revision(
+                        key.as_str(),
+                        etcd_client::CompareOp::Equal,
+                        0,
+                    )])
+                    .and_then(vec![TxnOp::put(key.as_str(), value.clone(), None)]),
+            ),
         }
     }
 }

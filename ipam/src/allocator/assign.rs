@@ -225,6 +225,12 @@ impl Allocator {
                 };
             match planned {
                 Ok(ips) => {
+                    for ip in &ips {
+                        let from = pool::containing(&snap.pools, *ip);
+                        if let Some(p) = from.filter(|p| !result.pools.contains(p)) {
+                            result.pools.push(p.clone());
+                        }
+                    }
                     let nets = ips.into_iter().map(host_net);
                     match family {
                         IpFamily::V4 => result.v4.extend(nets),

@@ -189,9 +189,7 @@ impl Memo {
             let Some(k) = known.as_mut().filter(|k| k.node == node) else { return false };
             let mut changed = false;
             for op in ops {
-                let key = match op {
-                    Op::Put { key, .. } | Op::Delete { key } => key,
-                };
+                let key = op.key();
                 if !k.tracks(key) {
                     continue;
                 }
@@ -202,18 +200,23 @@ impl Memo {
                             *known = None;
                             return true;
                         };
-                        let version = k.kvs.get(key.as_str()).map_or(1, |e| e.version + 1);
+                        let version = k.kvs.get(key).map_or(1, |e| e.version + 1);
                         let create_revision =
-                            k.kvs.get(key.as_str()).map_or(revision, |e| e.create_revision);
-                        k.absent.remove(key.as_str());
+                            k.kvs.get(key).map_or(revision, |e| e.create_revision);
+                        k.absent.remove(key);
                         k.kvs.insert(
-                            key.clone(),
+                            key.to_owned(),
                             Entry { value, mod_revision: revision, create_revision, version },
                         );
                     }
                     Op::Delete { .. } => {
-                        k.kvs.remove(key.as_str());
-                        k.absent.insert(key.clone());
+                        k.kvs.remove(key);
+                        k.absent.insert(key.to_owned());
+                    }
+                    // Whether it wrote is not known here: the memo no longer vouches for it.
+                    Op::PutIfAbsent { .. } => {
+                        *known = None;
+                        return true;
                     }
                 }
             }

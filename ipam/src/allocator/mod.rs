@@ -30,6 +30,7 @@ use ipnet::IpNet;
 use crate::block::{Allocation, Attrs, ReleaseOutcome};
 use crate::error::{IpamError, Result};
 use crate::lock;
+use crate::pool::Pool;
 use crate::query::{self, PoolUsage, Usage};
 
 pub use release::HostRelease;
@@ -123,7 +124,11 @@ pub struct AssignRequest {
 /// they must be keys only this caller writes (etcd also refuses a key twice in one txn, so
 /// never an IPAM key).
 #[derive(Clone)]
-pub struct AlsoWrite(Arc<AlsoWriteFn>);
+pub struct AlsoWrite {
+    records: Arc<AlsoWriteFn>,
+    /// Written only where nothing is stored yet.
+    defaults: Vec<(String, Vec<u8>)>,
+}
 
 type AlsoWriteFn = dyn Fn(&AssignResult) -> Vec<(String, Vec<u8>)> + Send + Sync;
 
@@ -131,14 +136,29 @@ impl AlsoWrite {
     pub fn new(
         records: impl Fn(&AssignResult) -> Vec<(String, Vec<u8>)> + Send + Sync + 'static,
     ) -> Self {
-        AlsoWrite(Arc::new(records))
+        AlsoWrite { records: Arc::new(records), defaults: Vec::new() }
+    }
+
+    /// Also creates `key` holding `value` if nothing is stored there, leaving any value that
+    /// is (the network's default profile, which an operator may have edited).
+    #[must_use]
+    pub fn with_default(mut self, key: String, value: Vec<u8>) -> Self {
+        self.defaults.push((key, value));
+        self
     }
 
     pub(crate) fn ops(&self, assigned: &AssignResult) -> Vec<datastore::client::Op> {
-        (self.0)(assigned)
-            .into_iter()
-            .map(|(key, value)| datastore::client::Op::Put { key, value, lease: None })
-            .collect()
+        use datastore::client::Op;
+        let records = (self.records)(assigned).into_iter().map(|(key, value)| Op::Put {
+            key,
+            value,
+            lease: None,
+        });
+        let defaults = self
+            .defaults
+            .iter()
+            .map(|(key, value)| Op::PutIfAbsent { key: key.clone(), value: value.clone() });
+        records.chain(defaults).collect()
     }
 }
 
@@ -149,10 +169,13 @@ impl std::fmt::Debug for AlsoWrite {
 }
 
 /// The addresses assigned, as host networks (/32, /128).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AssignResult {
     pub v4: Vec<IpNet>,
     pub v6: Vec<IpNet>,
+    /// The pools the addresses were taken from, each once: what a caller needs to know of
+    /// them (encapsulation, hence MTU) without reading them again.
+    pub pools: Vec<Pool>,
 }
 
 impl AssignResult {
