@@ -48,8 +48,10 @@ pub enum IpamError {
     Conflict { op: &'static str, attempts: u32 },
 
     /// The whole operation ran past its deadline (measured after the host lock was taken).
-    #[error("{op} did not finish within {timeout:?}")]
-    Timeout { op: &'static str, timeout: Duration },
+    /// Past the lock only datastore requests remain, so the message names etcd: this
+    /// deadline and the per-request one are equal, and either may fire first.
+    #[error("{op} did not finish within {timeout:?}: etcd at {endpoints} did not answer in time")]
+    Timeout { op: &'static str, timeout: Duration, endpoints: String },
 
     #[error("block {key} is corrupt: {reason}")]
     CorruptBlock { key: String, reason: String },

@@ -20,9 +20,10 @@ use crate::store::Session;
 /// Attaches the container and returns the result (merged after any prevResult).
 ///
 /// The kernel and etcd work overlap: the veth pair is created on a blocking thread while
-/// IPAM assigns the addresses, and it is configured with the addresses as soon as IPAM has
-/// planned them, while their transaction (which also writes the endpoint) is in flight. The
-/// rare plan that loses its race and commits other addresses gets a pair made afresh.
+/// IPAM assigns the addresses, and the same thread configures it with the addresses as soon
+/// as IPAM has planned them, while their transaction (which also writes the endpoint) is in
+/// flight. The rare plan that loses its race and commits other addresses gets a pair made
+/// afresh.
 pub async fn add(
     inv: &Invocation<PathBuf>,
     backend: &Backend,
@@ -34,17 +35,19 @@ pub async fn add(
         .map(|s| EndpointPlan::new(s, &inv.conf, &inv.container_id, &inv.ifname))
         .transpose()?;
     // Opening the namespace first means a vanished container fails before any address is
-    // taken, with nothing to undo.
-    let container = Netns::open(&inv.netns)?;
+    // taken, with nothing to undo. Its netlink socket is opened now too, while this thread
+    // has nothing else to do and a failure still needs no rollback.
+    let container = Netns::open_with_socket(&inv.netns)?;
     let host_ifname = host_veth_name(inv.container_id.as_str(), inv.ifname.as_str());
     // The container end's MAC is chosen here, so the endpoint record is complete as soon as
     // the addresses are known and rides in the allocation's own transaction.
     let mac = dataplane::random_mac();
     let mac_text = format_mac(&mac);
-    let (planned_tx, planned_rx) = tokio::sync::watch::channel(None);
+    // IPAM's planned addresses, then `None` once IPAM is over.
+    let (planned_tx, planned_rx) = std::sync::mpsc::channel::<Option<Vec<IpAddr>>>();
     let also_write = plan
         .as_ref()
-        .and_then(|p| endpoint_with_allocation(p, &host_ifname, &mac_text, planned_tx));
+        .and_then(|p| endpoint_with_allocation(p, &host_ifname, &mac_text, planned_tx.clone()));
     let mut req = IpamRequest::of(inv);
     req.also_write = also_write.as_ref();
     // The allocator's transaction then carries the endpoint and the profile, and the IPAM
@@ -54,23 +57,16 @@ pub async fn add(
     // The MTU may still change once the pool is known; changing it later costs two netlink
     // requests, waiting for it would cost the overlap.
     let first_mtu = inv.conf.mtu.unwrap_or(DEFAULT_MTU);
-    let pair = {
+    // One task for both steps: a second one would mostly get a second thread (the first is
+    // not idle again yet when it is spawned), whose start costs as much as the configuring.
+    let early = {
         let (host_ifname, container_ifname) = (host_ifname.clone(), inv.ifname.to_string());
-        tokio::task::spawn_blocking(move || {
-            let made = dataplane::create(
-                &Netns::current(),
-                &container,
-                &host_ifname,
-                &container_ifname,
-                first_mtu,
-                Some(mac),
-            );
-            tracing::debug!(elapsed = ?started.elapsed(), "veth pair created");
-            (container, made)
-        })
+        let worker = tokio::task::spawn_blocking(move || {
+            let names = (host_ifname.as_str(), container_ifname.as_str());
+            make_early(container, names, first_mtu, mac, &planned_rx, started)
+        });
+        async move { worker.await.map_err(|e| Error::internal("veth worker failed", e))? }
     };
-    let (ipam_done, ipam_running) = tokio::sync::oneshot::channel::<()>();
-    let early = configure_when_planned(pair, planned_rx, ipam_running, first_mtu, started);
     // Otherwise the pools (for the MTU) and the profile's existence are read while IPAM
     // works.
     let prefetch = async {
@@ -89,7 +85,8 @@ pub async fn add(
         // The prefetch is polled first: its request opens the connection to etcd, which then
         // comes up while IPAM plans (see the in-process backend's yield).
         let (facts, assigned) = tokio::join!(prefetch, backend.add(&req));
-        drop(ipam_done);
+        // The worker may be waiting for a plan that will not come; it may also be gone.
+        let _ = planned_tx.send(None);
         (assigned, facts)
     };
     let (early, (assigned, facts)) = tokio::join!(early, ipam);
@@ -197,35 +194,23 @@ enum Early {
     Configured { container: Netns, result: Result<Attached, Error>, addresses: Vec<IpAddr> },
 }
 
-/// Waits for the pair, then for IPAM's planned addresses (or its end), and configures the
-/// pair with them on a blocking thread.
-async fn configure_when_planned(
-    pair: tokio::task::JoinHandle<(Netns, Result<dataplane::Created, dataplane::Error>)>,
-    mut planned: tokio::sync::watch::Receiver<Option<Vec<IpAddr>>>,
-    mut ipam_running: tokio::sync::oneshot::Receiver<()>,
+/// Makes the pair, then waits for IPAM's planned addresses (or its end) and configures the
+/// pair with them. Runs on a blocking thread.
+fn make_early(
+    container: Netns,
+    (host_ifname, container_ifname): (&str, &str),
     mtu: u32,
+    mac: [u8; 6],
+    planned: &std::sync::mpsc::Receiver<Option<Vec<IpAddr>>>,
     started: Instant,
 ) -> Result<Early, Error> {
-    let (container, made) =
-        pair.await.map_err(|e| Error::internal("create veth: worker failed", e))?;
-    let made = made?;
-    // Biased: a plan announced just before IPAM finished is still used.
-    let addresses = tokio::select! {
-        biased;
-        Ok(addresses) = planned.wait_for(Option::is_some) => addresses.clone(),
-        _ = &mut ipam_running => None,
-    };
-    let Some(addresses) = addresses else { return Ok(Early::Made(container, made)) };
-    let worker = {
-        let addresses = addresses.clone();
-        tokio::task::spawn_blocking(move || {
-            let result = made.configure(&Netns::current(), &container, &addresses, mtu);
-            tracing::debug!(elapsed = ?started.elapsed(), "veth configured with the planned addresses");
-            (container, result)
-        })
-    };
-    let (container, result) =
-        worker.await.map_err(|e| Error::internal("configure veth: worker failed", e))?;
+    let host = Netns::current();
+    let made = dataplane::create(&host, &container, host_ifname, container_ifname, mtu, Some(mac))?;
+    tracing::debug!(elapsed = ?started.elapsed(), "veth pair created");
+    // The first message wins: a plan announced before IPAM finished is still used.
+    let Ok(Some(addresses)) = planned.recv() else { return Ok(Early::Made(container, made)) };
+    let result = made.configure(&host, &container, &addresses, mtu);
+    tracing::debug!(elapsed = ?started.elapsed(), "veth configured with the planned addresses");
     Ok(Early::Configured { container, result: result.map_err(Error::from), addresses })
 }
 
@@ -310,7 +295,7 @@ fn endpoint_with_allocation(
     plan: &EndpointPlan,
     host_ifname: &str,
     mac: &str,
-    planned: tokio::sync::watch::Sender<Option<Vec<IpAddr>>>,
+    planned: std::sync::mpsc::Sender<Option<Vec<IpAddr>>>,
 ) -> Option<ipam::AlsoWrite> {
     plan.record(&[], host_ifname, mac).to_json().ok()?;
     let profile = datastore::model::Profile::classic_default(&plan.profile).to_json().ok()?;
@@ -319,7 +304,7 @@ fn endpoint_with_allocation(
     let records = ipam::AlsoWrite::new(move |assigned| {
         let nets: Vec<IpNet> = assigned.all().collect();
         // Called as the transaction is built: the pair can be configured meanwhile.
-        planned.send_replace(Some(nets.iter().map(IpNet::addr).collect()));
+        let _ = planned.send(Some(nets.iter().map(IpNet::addr).collect()));
         match plan.record(&nets, &host_ifname, &mac).to_json() {
             Ok(json) => vec![(plan.key.clone(), json)],
             Err(e) => {

@@ -107,6 +107,13 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    /// The thread entered `path` and could not come back: it must do nothing more.
+    #[error("cannot return from network namespace {path} to the plugin's own")]
+    NetnsReturn {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("interface {ifname} already exists in {netns}")]
     InterfaceExists { ifname: String, netns: PathBuf },
     #[error("{ifname} exists but is not a veth; refusing to touch it")]

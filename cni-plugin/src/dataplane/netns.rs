@@ -3,10 +3,13 @@
 //! Work inside another namespace runs on a fresh thread that `setns`es and then exits, so
 //! the caller's thread never changes namespace and a failure cannot leave it in the wrong
 //! one. Netlink sockets opened there stay bound to that namespace after the thread ends.
+//! The one exception, [`Netns::open_with_socket`], is for the start of an ADD, where a
+//! thread's start and exit would cost more than all the rest of opening the socket.
 
 use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use nix::sched::{setns, CloneFlags};
 use nix::sys::statfs::{fstatfs, NSFS_MAGIC};
@@ -16,17 +19,28 @@ use super::Error;
 
 /// A network namespace: the caller's own, or one opened from a path (a bind mount such as
 /// `/var/run/netns/x`, or `/proc/<pid>/ns/net`).
-#[derive(Debug)]
 pub struct Netns {
     /// `None` for the caller's namespace: work runs inline, no thread needed.
     file: Option<File>,
     path: PathBuf,
+    /// A socket opened together with the handle, handed out by the first [`Netns::socket`].
+    ready: Mutex<Option<RouteSocket>>,
+}
+
+impl std::fmt::Debug for Netns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Netns").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 impl Netns {
     /// The namespace of the calling thread (the "host" for the plugin).
     pub fn current() -> Netns {
-        Netns { file: None, path: PathBuf::from("/proc/thread-self/ns/net") }
+        Netns {
+            file: None,
+            path: PathBuf::from("/proc/thread-self/ns/net"),
+            ready: Mutex::new(None),
+        }
     }
 
     /// Opens the namespace at `path`. [`Error::NetnsMissing`] when there is nothing at the
@@ -47,7 +61,33 @@ impl Netns {
         if fs != NSFS_MAGIC {
             return Err(Error::NotANetns { path: path.to_owned() });
         }
-        Ok(Netns { file: Some(file), path: path.to_owned() })
+        Ok(Netns { file: Some(file), path: path.to_owned(), ready: Mutex::new(None) })
+    }
+
+    /// [`Netns::open`], plus a netlink socket in the namespace for the first
+    /// [`Netns::socket`], opened by entering the namespace on the calling thread and
+    /// leaving it at once.
+    ///
+    /// Only for a caller that does nothing else on this thread meanwhile and gives up on
+    /// [`Error::NetnsReturn`]: the thread is then still in the other namespace, and
+    /// anything it did next for the host would happen in the container.
+    pub fn open_with_socket(path: &Path) -> Result<Netns, Error> {
+        let netns = Netns::open(path)?;
+        let Some(file) = &netns.file else { return Ok(netns) };
+        let home_path = Path::new("/proc/thread-self/ns/net");
+        let home = File::open(home_path)
+            .map_err(|source| Error::NetnsOpen { path: home_path.to_owned(), source })?;
+        setns(file, CloneFlags::CLONE_NEWNET)
+            .map_err(|errno| Error::NetnsEnter { path: path.to_owned(), source: errno.into() })?;
+        let opened = RouteSocket::open();
+        setns(&home, CloneFlags::CLONE_NEWNET)
+            .map_err(|errno| Error::NetnsReturn { path: path.to_owned(), source: errno.into() })?;
+        let socket = opened.map_err(|source| Error::Netlink {
+            op: format!("open netlink socket in {}", path.display()),
+            source,
+        })?;
+        *netns.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(socket);
+        Ok(netns)
     }
 
     /// The path this handle was opened from.
@@ -86,6 +126,10 @@ impl Netns {
 
     /// A netlink route socket bound to this namespace.
     pub(crate) fn socket(&self) -> Result<RouteSocket, Error> {
+        let ready = self.ready.lock().map(|mut ready| ready.take()).unwrap_or_default();
+        if let Some(socket) = ready {
+            return Ok(socket);
+        }
         self.run(RouteSocket::open)?.map_err(|source| Error::Netlink {
             op: format!("open netlink socket in {}", self.path.display()),
             source,

@@ -72,23 +72,20 @@ pub fn create(
     };
     let mut csock = container.socket()?;
     let mut hsock = host.socket()?;
-    if let Some(existing) = csock
-        .link_by_name(container_ifname)
-        .map_err(Error::netlink(format!("look up {container_ifname}")))?
-    {
-        // The pair of an earlier attachment of this same container and ifname that a DEL
-        // cut off and left to a reaper: finish its deletion now instead of failing.
-        if !is_stale_pair(&mut hsock, &existing, host_ifname)? {
-            return Err(Error::InterfaceExists {
-                ifname: container_ifname.to_owned(),
-                netns: container.path().to_owned(),
-            });
-        }
-        tracing::debug!(ifname = %host_ifname, "deleting the detached pair of an earlier attachment");
-        delete_link(&mut hsock, host_ifname)?;
-    }
     let netns_fd = Some(container_file.as_raw_fd());
-    create_veth(&mut hsock, host_ifname, container_ifname, mtu, netns_fd, container_mac)?;
+    let create = |hsock: &mut RouteSocket| {
+        create_veth(hsock, host_ifname, container_ifname, mtu, netns_fd, container_mac)
+    };
+    let op = || format!("create veth {host_ifname} <-> {container_ifname}");
+    // Names are rarely taken, so the pair is made first and a clash examined afterwards.
+    match create(&mut hsock) {
+        Ok(()) => {}
+        Err(e) if e.errno() == Some(libc::EEXIST) => {
+            clear_clash(&mut hsock, &mut csock, container, host_ifname, container_ifname)?;
+            create(&mut hsock).map_err(Error::netlink(op()))?;
+        }
+        Err(e) => return Err(Error::netlink(op())(e)),
+    }
     let found = (|| {
         let host_index = made_link(&mut hsock, host_ifname)?.header.index;
         let container_link = made_link(&mut csock, container_ifname)?;
@@ -239,7 +236,19 @@ pub fn setup_host_side(host: &Netns, link: &WorkloadLink) -> Result<Attached, Er
             netns: host.path().to_owned(),
         });
     }
-    create_veth(&mut hsock, host_ifname, peer, link.mtu, None, None)?;
+    let op = || format!("create veth {host_ifname} <-> {peer}");
+    match create_veth(&mut hsock, host_ifname, peer, link.mtu, None, None) {
+        Ok(()) => {}
+        Err(e) if e.errno() == Some(libc::EEXIST) => {
+            // The peer's name was free just before, so the host end's is taken: a veth left
+            // by a driver killed mid-join for this same endpoint. Replaced once.
+            tracing::warn!(ifname = %host_ifname, "deleting stale host veth");
+            delete_link(&mut hsock, host_ifname)?;
+            create_veth(&mut hsock, host_ifname, peer, link.mtu, None, None)
+                .map_err(Error::netlink(op()))?;
+        }
+        Err(e) => return Err(Error::netlink(op())(e)),
+    }
     let made = (|| {
         let host_index = made_link(&mut hsock, host_ifname)?.header.index;
         let peer_link = made_link(&mut hsock, peer)?;
@@ -341,10 +350,39 @@ pub(super) fn link_kind(link: &LinkMessage) -> Option<InfoKind> {
     })
 }
 
+/// After a creation failed with EEXIST: either end's name was taken. The container's name
+/// may be held by the pair of an earlier attachment of this same container and ifname that a
+/// DEL cut off and left to a reaper, and the host's by a veth left by a plugin killed
+/// mid-ADD; both are removed (deleting the host end deletes the pair). Anything else in the
+/// container under that name is refused.
+fn clear_clash(
+    hsock: &mut RouteSocket,
+    csock: &mut RouteSocket,
+    container: &Netns,
+    host_ifname: &str,
+    container_ifname: &str,
+) -> Result<(), Error> {
+    if let Some(existing) = csock
+        .link_by_name(container_ifname)
+        .map_err(Error::netlink(format!("look up {container_ifname}")))?
+    {
+        if !is_stale_pair(hsock, &existing, host_ifname)? {
+            return Err(Error::InterfaceExists {
+                ifname: container_ifname.to_owned(),
+                netns: container.path().to_owned(),
+            });
+        }
+        tracing::debug!(ifname = %host_ifname, "deleting the detached pair of an earlier attachment");
+    } else {
+        tracing::warn!(ifname = %host_ifname, "deleting stale host veth");
+    }
+    delete_link(hsock, host_ifname)
+}
+
 /// Creates the pair in one request from the host side, with the peer's `IFLA_NET_NS_FD`
-/// set when given: the container end is born in its namespace (without it, in the host's). Creating it on the host and moving it
-/// afterwards would take a namespace move under the RTNL lock, which serialises bursts of
-/// ADDs (calico #7705, amazon-vpc-cni-k8s #3764).
+/// set when given: the container end is born in its namespace (without it, in the host's).
+/// Creating it on the host and moving it afterwards would take a namespace move under the
+/// RTNL lock, which serialises bursts of ADDs (calico #7705, amazon-vpc-cni-k8s #3764).
 fn create_veth(
     sock: &mut RouteSocket,
     host_ifname: &str,
@@ -352,7 +390,7 @@ fn create_veth(
     mtu: u32,
     netns_fd: Option<i32>,
     peer_mac: Option<[u8; 6]>,
-) -> Result<(), Error> {
+) -> Result<(), super::NetlinkError> {
     // No IFF_UP here: the kernel configures the peer before the pair is joined, and
     // opening a veth without a peer fails with ENOTCONN.
     let mut peer = LinkMessage::default();
@@ -375,19 +413,7 @@ fn create_veth(
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
     ]));
-    let op = || format!("create veth {host_ifname} <-> {container_ifname}");
-    match sock.request(RouteNetlinkMessage::NewLink(msg.clone()), NLM_F_CREATE | NLM_F_EXCL) {
-        Ok(()) => Ok(()),
-        Err(e) if e.errno() == Some(libc::EEXIST) => {
-            // The container name was checked free just before, so the clash is on the host:
-            // a veth left by a plugin killed mid-ADD for this same attachment. Replace it once.
-            tracing::warn!(ifname = %host_ifname, "deleting stale host veth");
-            delete_link(sock, host_ifname)?;
-            sock.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
-                .map_err(Error::netlink(op()))
-        }
-        Err(e) => Err(Error::netlink(op())(e)),
-    }
+    sock.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
 }
 
 fn delete_link(sock: &mut RouteSocket, name: &str) -> Result<(), Error> {

@@ -326,7 +326,7 @@ impl Allocator {
         let fut = release::release_host(&self.client, &self.keys, node, &self.opts);
         match tokio::time::timeout(self.opts.timeout, fut).await {
             Ok(r) => r,
-            Err(_) => Err(IpamError::Timeout { op: "release_host", timeout: self.opts.timeout }),
+            Err(_) => Err(self.timed_out("release_host")),
         }
     }
 
@@ -394,8 +394,13 @@ impl Allocator {
         };
         match tokio::time::timeout(self.opts.timeout, fut).await {
             Ok(result) => result,
-            Err(_) => Err(IpamError::Timeout { op, timeout: self.opts.timeout }),
+            Err(_) => Err(self.timed_out(op)),
         }
+    }
+
+    fn timed_out(&self, op: &'static str) -> IpamError {
+        let endpoints = self.client.endpoints().to_string();
+        IpamError::Timeout { op, timeout: self.opts.timeout, endpoints }
     }
 
     fn hinted_blocks(&self) -> Vec<IpNet> {
