@@ -82,11 +82,7 @@ impl Netns {
         let opened = RouteSocket::open();
         setns(&home, CloneFlags::CLONE_NEWNET)
             .map_err(|errno| Error::NetnsReturn { path: path.to_owned(), source: errno.into() })?;
-        let socket = opened.map_err(|source| Error::Netlink {
-            op: format!("open netlink socket in {}", path.display()),
-            source,
-        })?;
-        *netns.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(socket);
+        *netns.ready() = Some(opened.map_err(netns.socket_error())?);
         Ok(netns)
     }
 
@@ -126,13 +122,22 @@ impl Netns {
 
     /// A netlink route socket bound to this namespace.
     pub(crate) fn socket(&self) -> Result<RouteSocket, Error> {
-        let ready = self.ready.lock().map(|mut ready| ready.take()).unwrap_or_default();
-        if let Some(socket) = ready {
-            return Ok(socket);
+        let ready = self.ready().take();
+        match ready {
+            Some(socket) => Ok(socket),
+            None => self.run(RouteSocket::open)?.map_err(self.socket_error()),
         }
-        self.run(RouteSocket::open)?.map_err(|source| Error::Netlink {
+    }
+
+    fn ready(&self) -> std::sync::MutexGuard<'_, Option<RouteSocket>> {
+        // The slot holds a socket or nothing: a panic elsewhere cannot leave it half-set.
+        self.ready.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn socket_error(&self) -> impl FnOnce(super::NetlinkError) -> Error + '_ {
+        |source| Error::Netlink {
             op: format!("open netlink socket in {}", self.path.display()),
             source,
-        })
+        }
     }
 }

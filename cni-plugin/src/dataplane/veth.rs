@@ -56,9 +56,9 @@ impl std::fmt::Debug for Created {
     }
 }
 
-/// Creates the pair: `container_ifname` in `container` (which must not have one yet) and
-/// `host_ifname` in `host`, both down, with `mtu`. A stale host end of the same name (left
-/// by a plugin killed mid-ADD) is replaced.
+/// Creates the pair: `container_ifname` in `container` and `host_ifname` in `host`, both
+/// down, with `mtu`. What an earlier attachment of the same container and ifname left under
+/// either name is replaced; anything else named `container_ifname` is refused.
 pub fn create(
     host: &Netns,
     container: &Netns,
@@ -73,19 +73,15 @@ pub fn create(
     let mut csock = container.socket()?;
     let mut hsock = host.socket()?;
     let netns_fd = Some(container_file.as_raw_fd());
-    let create = |hsock: &mut RouteSocket| {
-        create_veth(hsock, host_ifname, container_ifname, mtu, netns_fd, container_mac)
-    };
-    let op = || format!("create veth {host_ifname} <-> {container_ifname}");
-    // Names are rarely taken, so the pair is made first and a clash examined afterwards.
-    match create(&mut hsock) {
-        Ok(()) => {}
-        Err(e) if e.errno() == Some(libc::EEXIST) => {
-            clear_clash(&mut hsock, &mut csock, container, host_ifname, container_ifname)?;
-            create(&mut hsock).map_err(Error::netlink(op()))?;
-        }
-        Err(e) => return Err(Error::netlink(op())(e)),
-    }
+    create_veth(
+        &mut hsock,
+        host_ifname,
+        container_ifname,
+        mtu,
+        netns_fd,
+        container_mac,
+        |hsock| clear_clash(hsock, &mut csock, container, host_ifname, container_ifname),
+    )?;
     let found = (|| {
         let host_index = made_link(&mut hsock, host_ifname)?.header.index;
         let container_link = made_link(&mut csock, container_ifname)?;
@@ -236,19 +232,12 @@ pub fn setup_host_side(host: &Netns, link: &WorkloadLink) -> Result<Attached, Er
             netns: host.path().to_owned(),
         });
     }
-    let op = || format!("create veth {host_ifname} <-> {peer}");
-    match create_veth(&mut hsock, host_ifname, peer, link.mtu, None, None) {
-        Ok(()) => {}
-        Err(e) if e.errno() == Some(libc::EEXIST) => {
-            // The peer's name was free just before, so the host end's is taken: a veth left
-            // by a driver killed mid-join for this same endpoint. Replaced once.
-            tracing::warn!(ifname = %host_ifname, "deleting stale host veth");
-            delete_link(&mut hsock, host_ifname)?;
-            create_veth(&mut hsock, host_ifname, peer, link.mtu, None, None)
-                .map_err(Error::netlink(op()))?;
-        }
-        Err(e) => return Err(Error::netlink(op())(e)),
-    }
+    create_veth(&mut hsock, host_ifname, peer, link.mtu, None, None, |hsock| {
+        // The peer's name was free just before, so the host end's is taken: a veth left by a
+        // driver killed mid-join for this same endpoint.
+        tracing::warn!(ifname = %host_ifname, "deleting stale host veth");
+        delete_link(hsock, host_ifname)
+    })?;
     let made = (|| {
         let host_index = made_link(&mut hsock, host_ifname)?.header.index;
         let peer_link = made_link(&mut hsock, peer)?;
@@ -383,6 +372,9 @@ fn clear_clash(
 /// set when given: the container end is born in its namespace (without it, in the host's).
 /// Creating it on the host and moving it afterwards would take a namespace move under the
 /// RTNL lock, which serialises bursts of ADDs (calico #7705, amazon-vpc-cni-k8s #3764).
+///
+/// Names are rarely taken, so the pair is made first: when either name is (EEXIST),
+/// `clear_clash` gets to remove what holds it or refuse, and the pair is made once more.
 fn create_veth(
     sock: &mut RouteSocket,
     host_ifname: &str,
@@ -390,7 +382,8 @@ fn create_veth(
     mtu: u32,
     netns_fd: Option<i32>,
     peer_mac: Option<[u8; 6]>,
-) -> Result<(), super::NetlinkError> {
+    clear_clash: impl FnOnce(&mut RouteSocket) -> Result<(), Error>,
+) -> Result<(), Error> {
     // No IFF_UP here: the kernel configures the peer before the pair is joined, and
     // opening a veth without a peer fails with ENOTCONN.
     let mut peer = LinkMessage::default();
@@ -413,7 +406,16 @@ fn create_veth(
         LinkInfo::Kind(InfoKind::Veth),
         LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
     ]));
-    sock.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+    let op = || format!("create veth {host_ifname} <-> {container_ifname}");
+    match sock.request(RouteNetlinkMessage::NewLink(msg.clone()), NLM_F_CREATE | NLM_F_EXCL) {
+        Ok(()) => Ok(()),
+        Err(e) if e.errno() == Some(libc::EEXIST) => {
+            clear_clash(sock)?;
+            sock.request(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL)
+                .map_err(Error::netlink(op()))
+        }
+        Err(e) => Err(Error::netlink(op())(e)),
+    }
 }
 
 fn delete_link(sock: &mut RouteSocket, name: &str) -> Result<(), Error> {
